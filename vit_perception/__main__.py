@@ -1,0 +1,5 @@
+import sys
+
+from vit_perception.cli import main
+
+sys.exit(main())

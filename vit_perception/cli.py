@@ -1,0 +1,49 @@
+"""The ``vit-perception`` command: one subcommand per job, each in ``vit_perception.commands``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from vit_perception._version import __version__
+
+# name -> one-line help; the module vit_perception.commands.<name> implements it.
+SUBCOMMANDS = {
+    "models": "list the model configs with parameter count and GFLOPs",
+    "synth": "write a synthetic lab rosbag (images + ground-truth labels)",
+    "train": "fine-tune a detector on frames recorded in rosbags",
+    "eval": "replay a rosbag through the predictor and report COCO mAP and latency",
+    "extract": "extract frames from a rosbag for labelling, or import labelled COCO JSON",
+    "export": "export a checkpoint to ONNX and build a TensorRT engine",
+    "bench": "benchmark preprocess / inference / postprocess latency per backend",
+    "demo": "the whole loop: synthesise a bag, train, evaluate, run the node",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vit-perception",
+        description="ViT/Swin + DETR perception for ROS 2: train, evaluate, export, benchmark.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, help_text in SUBCOMMANDS.items():
+        module = importlib.import_module(f"vit_perception.commands.{name}")
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
