@@ -1,0 +1,215 @@
+"""Plain-Python bookkeeping for the perception node: rates, drops, latency, errors, mailboxes.
+
+No rclpy here: the node feeds these with its own clock readings and logger, and publishes
+`NodeStats.summary()` as diagnostic key/values.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class _RateWindow:
+    """Events per second over the last `window_s` seconds."""
+
+    def __init__(self, window_s: float):
+        self.window_s = window_s
+        self._times: deque[float] = deque()
+
+    def add(self, now: float) -> None:
+        self._times.append(now)
+        self._trim(now)
+
+    def rate(self, now: float) -> float:
+        self._trim(now)
+        n = len(self._times)
+        if n < 2:
+            return 0.0
+        # n events span n-1 intervals; measuring up to `now` makes a stopped stream decay.
+        return (n - 1) / max(now - self._times[0], 1e-9)
+
+    def _trim(self, now: float) -> None:
+        while self._times and self._times[0] < now - self.window_s:
+            self._times.popleft()
+
+
+class NodeStats:
+    """Counters and windows a node reports on /diagnostics. Thread-safe.
+
+    Call `on_input()` per frame received, `on_dropped()` per frame replaced before processing,
+    `on_processed(latency_s)` per frame finished, `on_error(kind)` per bad frame. `clock` returns
+    seconds (monotonic by default; tests inject their own).
+    """
+
+    def __init__(
+        self,
+        window_s: float = 5.0,
+        latency_window: int = 300,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._inputs = _RateWindow(window_s)
+        self._processed = _RateWindow(window_s)
+        self._latencies: deque[float] = deque(maxlen=latency_window)
+        self.received = 0
+        self.processed = 0
+        self.dropped = 0
+        self.errors: Counter[str] = Counter()
+
+    def on_input(self) -> None:
+        with self._lock:
+            self.received += 1
+            self._inputs.add(self._clock())
+
+    def on_dropped(self, count: int = 1) -> None:
+        with self._lock:
+            self.dropped += count
+
+    def on_processed(self, latency_s: float) -> None:
+        with self._lock:
+            self.processed += 1
+            self._processed.add(self._clock())
+            self._latencies.append(float(latency_s))
+
+    def on_error(self, kind: str) -> None:
+        with self._lock:
+            self.errors[kind] += 1
+
+    def input_rate(self) -> float:
+        with self._lock:
+            return self._inputs.rate(self._clock())
+
+    def processed_rate(self) -> float:
+        with self._lock:
+            return self._processed.rate(self._clock())
+
+    def latency(self) -> tuple[float, float]:
+        """(median, max) latency in seconds over the last frames; (0, 0) before any."""
+        with self._lock:
+            values = sorted(self._latencies)
+        if not values:
+            return 0.0, 0.0
+        mid = len(values) // 2
+        median = values[mid] if len(values) % 2 else 0.5 * (values[mid - 1] + values[mid])
+        return median, values[-1]
+
+    def summary(self) -> dict[str, str]:
+        """Diagnostic key/values (strings, as diagnostic_msgs/KeyValue wants)."""
+        median, worst = self.latency()
+        with self._lock:
+            received, processed, dropped = self.received, self.processed, self.dropped
+            errors = dict(self.errors)
+        out = {
+            "input_rate_hz": f"{self.input_rate():.2f}",
+            "processed_rate_hz": f"{self.processed_rate():.2f}",
+            "frames_received": str(received),
+            "frames_processed": str(processed),
+            "frames_dropped": str(dropped),
+            "latency_median_ms": f"{median * 1e3:.1f}",
+            "latency_max_ms": f"{worst * 1e3:.1f}",
+            "errors_total": str(sum(errors.values())),
+        }
+        for kind in sorted(errors):
+            out[f"errors_{kind}"] = str(errors[kind])
+        return out
+
+
+class LogOnce:
+    """Throttle for per-kind log lines: the first occurrence of a kind logs, then at most once
+    every `period_s` seconds per kind.
+
+        if throttle.should_log(exc.kind):
+            logger.warning(f"dropping frame: {exc}")
+    """
+
+    def __init__(self, period_s: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self.period_s = period_s
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._suppressed: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def should_log(self, kind: str) -> bool:
+        """True if a line for `kind` should be logged now."""
+        now = self._clock()
+        with self._lock:
+            last = self._last.get(kind)
+            if last is None or now - last >= self.period_s:
+                self._last[kind] = now
+                return True
+            self._suppressed[kind] += 1
+            return False
+
+    def suppressed(self, kind: str) -> int:
+        """How many times `kind` was suppressed in total."""
+        with self._lock:
+            return self._suppressed[kind]
+
+    __call__ = should_log
+
+
+class SlotClosed(Exception):
+    """`LatestFrameSlot.get` after `close()`."""
+
+
+class LatestFrameSlot(Generic[T]):
+    """A single-slot mailbox where the newest item wins. Thread-safe.
+
+    The subscription callback `put()`s each frame and returns at once; the inference thread
+    `get()`s the newest one. A frame replaced before it was taken is dropped (and reported by
+    `put`), so inference never falls behind into a backlog.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._item: T | None = None
+        self._full = False
+        self._closed = False
+        self.dropped = 0
+
+    def put(self, item: T) -> bool:
+        """Store `item`, replacing any pending one; True if a pending item was dropped."""
+        with self._cond:
+            if self._closed:
+                raise SlotClosed("put on a closed LatestFrameSlot")
+            dropped = self._full
+            if dropped:
+                self.dropped += 1
+            self._item, self._full = item, True
+            self._cond.notify()
+            return dropped
+
+    def get(self, timeout: float | None = None) -> T | None:
+        """The pending item, waiting up to `timeout` seconds; None on timeout.
+
+        Raises `SlotClosed` once the slot is closed and empty.
+        """
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._full or self._closed, timeout):
+                return None
+            if not self._full:
+                raise SlotClosed("LatestFrameSlot closed")
+            item, self._item, self._full = self._item, None, False
+            return item
+
+    def close(self) -> None:
+        """Wake every waiting `get`; later `put`s raise `SlotClosed`. A pending item can still
+        be taken."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def pending(self) -> bool:
+        with self._cond:
+            return self._full
