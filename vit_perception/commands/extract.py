@@ -1,13 +1,62 @@
-"""`vit-perception extract` (not implemented yet)."""
+"""`vit-perception extract`: frames of a bag for labelling, and labelled COCO JSON back to a bag.
+
+    vit-perception extract BAG OUT_DIR --every 10          # images/ + annotations.json
+    vit-perception extract --from-coco labelled.json OUT_BAG [--images DIR]
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("source", metavar="BAG", nargs="?",
+                        help="bag to extract frames from")
+    parser.add_argument("out", metavar="OUT_DIR",
+                        help="output folder (with --from-coco: the bag to write)")
+    pick = parser.add_mutually_exclusive_group()
+    pick.add_argument("--every", type=int, default=1, metavar="N", help="every Nth frame (1)")
+    pick.add_argument("--min-change", type=float, metavar="X",
+                      help="only frames whose mean grey-level change (0-255, at 64x48) from "
+                      "the last kept frame exceeds X")
+    parser.add_argument("--image-topic", default="/camera/image_raw")
+    parser.add_argument("--labels-topic", default="/labels",
+                        help="existing labels to include in the COCO JSON (/labels)")
+    parser.add_argument("--format", choices=("png", "jpg"), default="png")
+    parser.add_argument("--from-coco", metavar="JSON",
+                        help="the way back: write the labelled COCO JSON + images as a bag")
+    parser.add_argument("--images", metavar="DIR",
+                        help="image folder for --from-coco (default: the JSON's folder)")
+    parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("vit-perception extract: not implemented yet")
+    from vit_perception.data.bags import BagError
+    from vit_perception.data.coco_io import coco_to_bag, extract_frames
+
+    try:
+        if args.from_coco:
+            if args.source:
+                print("vit-perception extract: with --from-coco give only OUT_BAG",
+                      file=sys.stderr)
+                return 2
+            bag = coco_to_bag(args.from_coco, args.out, args.images, storage=args.storage)
+            print(f"wrote {bag} (/camera/image_raw + /labels; class order in "
+                  f"{bag / 'classes.txt'})")
+            return 0
+        if not args.source:
+            print("vit-perception extract: BAG OUT_DIR required", file=sys.stderr)
+            return 2
+        path = extract_frames(args.source, args.out, args.image_topic, args.labels_topic,
+                              every=args.every, min_change=args.min_change,
+                              image_format=args.format)
+    except (BagError, ValueError, FileNotFoundError) as exc:
+        print(f"vit-perception extract: {exc}", file=sys.stderr)
+        return 1
+    import json
+
+    coco = json.loads(path.read_text())
+    print(f"wrote {len(coco['images'])} frames and {path} "
+          f"({len(coco['annotations'])} existing annotations)")
+    return 0

@@ -1,0 +1,1 @@
+"""COCO box metrics, replay of bags through the predictor, and evaluation plots."""
