@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "export": "export a checkpoint to ONNX and build a TensorRT engine",
     "bench": "benchmark preprocess / inference / postprocess latency per backend",
     "demo": "the whole loop: synthesise a bag, train, evaluate, run the node",
+    "bench-node": "benchmark perception_node under camera load over ROS 2 (needs env.sh)",
 }
 
 
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in SUBCOMMANDS.items():
-        module = importlib.import_module(f"vit_perception.commands.{name}")
+        module = importlib.import_module(f"vit_perception.commands.{name.replace('-', '_')}")
         p = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(p)
         p.set_defaults(_module=module)

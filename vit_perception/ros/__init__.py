@@ -1,0 +1,1 @@
+"""Everything that imports rclpy or ROS messages lives in this subpackage."""
