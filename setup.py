@@ -16,7 +16,8 @@ exec((HERE / "vit_perception" / "_version.py").read_text(), ns)
 
 def requirements(name: str) -> list[str]:
     lines = (HERE / name).read_text().splitlines()
-    return [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+    reqs = (ln.split("#", 1)[0].strip() for ln in lines)
+    return [r for r in reqs if r]
 
 
 setup(
