@@ -11,8 +11,20 @@ DEFAULTS: dict = {
         "resize": "letterbox",
     },
     "model": {
-        "backbone": {},
-        "head": {},
+        # see models/builder.py: type vit (patch_size, embed_dim, depth, num_heads, mlp_ratio,
+        # num_registers, layer_scale, drop_path) or swin (variant); pretrained: weights file path
+        "backbone": {"type": "vit", "pretrained": None, "drop_path": 0.0},
+        "head": {
+            "hidden_dim": 256,
+            "num_queries": 100,
+            "enc_layers": 1,
+            "dec_layers": 6,
+            "nheads": 8,
+            "ffn_dim": 1024,
+            "dropout": 0.0,
+            "two_stage": True,  # top-N encoder proposals seed the decoder queries
+            "anchor_size": 0.1,  # side of the per-cell proposal box (fraction of the input)
+        },
     },
     "loss": {
         "cost_class": 1.0,
@@ -23,6 +35,10 @@ DEFAULTS: dict = {
         "loss_giou": 2.0,
         "eos_coef": 0.1,
         "aux_loss": True,
+    },
+    "postprocess": {
+        "score_threshold": 0.5,
+        "max_detections": 100,
     },
     "train": {},
 }

@@ -1,0 +1,86 @@
+"""One-file checkpoints: weights, resolved config, class names, preprocessing and trainer state.
+
+Written atomically (temporary file + ``os.replace``) and read with ``torch.load(weights_only=True)``
+so loading never runs pickled code. ``extra`` may hold plain tensors, dicts, lists, strings and
+numbers (e.g. optimiser state, epoch, metrics).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+FORMAT = "vit_perception.checkpoint/1"
+REQUIRED = ("format", "state_dict", "config", "classes", "preprocess")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, truncated, corrupt or of another format (message names it)."""
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, cfg: dict,
+                    extra: dict[str, Any] | None = None) -> Path:
+    """Write ``{format, state_dict, config, classes, preprocess, extra}`` to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "config": copy.deepcopy(cfg),
+        "classes": list(cfg.get("classes", [])),
+        "preprocess": copy.deepcopy(cfg.get("input", {})),
+        "extra": extra or {},
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
+    """The raw checkpoint dict, validated; raises ``CheckpointError`` naming ``path``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated/corrupt/unsafe all become one error
+        raise CheckpointError(f"{path}: cannot read checkpoint (truncated or corrupt?): "
+                              f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise CheckpointError(f"{path}: not a {FORMAT} checkpoint (format: {found!r})")
+    missing = [k for k in REQUIRED if k not in data]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    return data
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu"):
+    """-> ``(model, criterion, postprocessor, cfg, extra)``; the model is in eval mode."""
+    from vit_perception.models.builder import build
+
+    data = read_checkpoint(path, map_location)
+    cfg = data["config"]
+    try:
+        model, criterion, postprocessor = build(cfg, load_pretrained=False)
+        model.load_state_dict(data["state_dict"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: weights do not fit its config: "
+                              f"{str(exc).splitlines()[0][:300]}") from exc
+    device = map_location if isinstance(map_location, (str, torch.device)) else "cpu"
+    return (model.to(device).eval(), criterion.to(device), postprocessor, cfg,
+            data.get("extra", {}))
