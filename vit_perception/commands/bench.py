@@ -1,13 +1,193 @@
-"""`vit-perception bench` (not implemented yet)."""
+"""`vit-perception bench`: preprocess / infer / postprocess latency and fps per backend.
+
+All backends run in one process on the same frames, after warm-up; figures are medians and tail
+percentiles in milliseconds. ``--json`` writes ``{backend: {"preprocess": {...}, "infer": {...},
+"postprocess": {...}, "fps": F}, "machine": {...}}``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+STAGES = ("preprocess", "infer", "postprocess")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--config", default="vit_s16_detr",
+                        help="model config name or YAML (random weights; default %(default)s)")
+    parser.add_argument("--model", help="checkpoint .pt, .onnx or .engine (overrides --config)")
+    parser.add_argument("--backend", nargs="+", default=["torch", "onnxruntime"],
+                        help="backends to compare (torch onnxruntime tensorrt)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    parser.add_argument("--size", type=_size, help="model input WxH (default: the config's)")
+    parser.add_argument("--frame-size", type=_size,
+                        help="camera frame WxH (default: the model input size)")
+    parser.add_argument("--batch", type=int, default=1, help="frames per inference")
+    parser.add_argument("--iters", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads for torch and ONNX Runtime (default: physical cores)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the torch backend")
+    parser.add_argument("--cache-dir", help="where exported ONNX / engines are cached")
+    parser.add_argument("--json", help="write the results as JSON to this path")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected WxH, e.g. 640x480, not {text!r}") from exc
+    return w, h
+
+
+def natural_frame(width: int, height: int, seed: int = 0) -> Any:
+    """A natural-looking RGB uint8 frame: gradients, filled shapes, blur and sensor noise."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack([
+        80 + 100 * xx / max(width - 1, 1),
+        60 + 120 * yy / max(height - 1, 1),
+        140 + 60 * np.sin(xx / max(width, 1) * np.pi * rng.uniform(1, 3)),
+    ], axis=-1)
+    img = np.clip(base, 0, 255).astype(np.uint8)
+    for _ in range(int(rng.integers(4, 9))):
+        color = tuple(int(c) for c in rng.integers(0, 256, 3))
+        x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
+        size = int(rng.integers(max(4, min(width, height) // 12), max(8, min(width, height) // 3)))
+        if rng.random() < 0.5:
+            cv2.rectangle(img, (x0, y0), (x0 + size, y0 + int(size * rng.uniform(0.5, 1.5))),
+                          color, -1)
+        else:
+            cv2.circle(img, (x0, y0), size // 2, color, -1)
+    img = cv2.GaussianBlur(img, (3, 3), 0)
+    noise = rng.normal(0, 6, img.shape)
+    return np.clip(img.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+
+
+def summarize(samples_ms: list[float]) -> dict[str, float]:
+    import numpy as np
+
+    a = np.asarray(samples_ms, dtype=np.float64)
+    return {"median": float(np.median(a)), "p90": float(np.percentile(a, 90)),
+            "p99": float(np.percentile(a, 99)), "mean": float(a.mean())}
+
+
+def machine_info(threads: int) -> dict[str, Any]:
+    import onnxruntime
+    import torch
+
+    from vit_perception.runtime.onnx_runner import physical_cores
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "cpu": cpu, "physical_cores": physical_cores(), "threads": threads,
+        "python": platform.python_version(), "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__, "platform": platform.platform(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def bench_backend(predictor: Any, frames: list[Any], iters: int, warmup: int) -> dict[str, Any]:
+    for _ in range(warmup):
+        predictor.predict_batch(frames)
+    samples: dict[str, list[float]] = {s: [] for s in STAGES}
+    totals = []
+    for _ in range(iters):
+        t = predictor.predict_batch(frames)[0].timings
+        for s in STAGES:
+            samples[s].append(t[s])
+        totals.append(sum(t[s] for s in STAGES))
+    result: dict[str, Any] = {s: summarize(samples[s]) for s in STAGES}
+    result["total"] = summarize(totals)
+    result["fps"] = 1000.0 * len(frames) / result["total"]["median"]
+    return result
+
+
+def format_table(results: dict[str, dict[str, Any]]) -> str:
+    head = f"{'backend':<14}" + "".join(
+        f"{s + ' med/p90/p99 ms':>30}" for s in STAGES) + f"{'fps':>8}"
+    lines = [head, "-" * len(head)]
+    for name, r in results.items():
+        cells = "".join(
+            f"{r[s]['median']:>12.2f}{r[s]['p90']:>9.2f}{r[s]['p99']:>9.2f}" for s in STAGES)
+        lines.append(f"{name:<14}{cells}{r['fps']:>8.1f}")
+    names = list(results)
+    if len(names) > 1:
+        ref = names[0]
+        for other in names[1:]:
+            infer = results[ref]["infer"]["median"] / results[other]["infer"]["median"]
+            fps = results[other]["fps"] / results[ref]["fps"]
+            lines.append(f"{other} vs {ref}: infer {infer:.2f}x faster, end to end {fps:.2f}x fps")
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("vit-perception bench: not implemented yet")
+    import warnings
+
+    import torch
+
+    from vit_perception.runtime.base import RunnerError
+    from vit_perception.runtime.onnx_runner import physical_cores
+    from vit_perception.runtime.predictor import Predictor
+
+    threads = args.threads or physical_cores()
+    torch.set_num_threads(threads)
+    model = args.model or args.config
+    results: dict[str, dict[str, Any]] = {}
+    frames = None
+    for backend in args.backend:
+        options: dict[str, Any] = {}
+        if backend == "torch" and args.compile:
+            options["compile"] = True
+        if backend in ("onnxruntime", "onnx", "ort"):
+            options["intra_op_threads"] = threads
+        label = backend + ("+compile" if options.get("compile") else "")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                predictor = Predictor.load(
+                    model, backend=backend, device=args.device, precision=args.precision,
+                    input_size=args.size, score_threshold=0.5, cache_dir=args.cache_dir,
+                    **options)
+        except RunnerError as exc:
+            print(f"{backend}: skipped: {exc}", file=sys.stderr)
+            continue
+        if frames is None:
+            fw, fh = args.frame_size or predictor.input_size
+            frames = [natural_frame(fw, fh, seed=i) for i in range(args.batch)]
+        with predictor:
+            results[label] = bench_backend(predictor, frames, args.iters, args.warmup)
+        w, h = predictor.input_size
+    if not results:
+        print("no backend could run", file=sys.stderr)
+        return 1
+    print(f"model {model}  input {w}x{h}  batch {args.batch}  device {args.device}  "
+          f"{args.precision}  threads {threads}  iters {args.iters}")
+    print(format_table(results))
+    if args.json:
+        out: dict[str, Any] = {k: {s: v[s] for s in (*STAGES, "fps")} for k, v in results.items()}
+        out["machine"] = {**machine_info(threads), "model": str(model), "input_size": [w, h],
+                          "batch": args.batch, "device": args.device,
+                          "precision": args.precision, "iters": args.iters,
+                          "warmup": args.warmup}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    return 0
