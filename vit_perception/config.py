@@ -95,7 +95,8 @@ def load_config(name_or_path: str | Path, overrides: list[str] | dict | None = N
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     cfg = deep_merge(DEFAULTS, data)
-    cfg.setdefault("name", path.stem)
+    if not cfg.get("name"):
+        cfg["name"] = path.stem
     if overrides:
         if not isinstance(overrides, dict):
             overrides = parse_overrides(overrides)
