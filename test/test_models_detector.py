@@ -154,3 +154,43 @@ def test_models_command_counts_parameters_and_flops():
     model, _, _ = _micro()
     assert params == pytest.approx(sum(p.numel() for p in model.parameters()) / 1e6)
     assert 0 < gflops < 1
+
+
+def test_sine_tables_are_cached_per_size_and_match_a_fresh_computation():
+    import math
+
+    from vit_perception.models.position_encoding import PositionEmbeddingSine, _sine
+
+    pe = PositionEmbeddingSine(16)
+    for h, w in ((3, 4), (5, 7), (3, 4)):
+        with torch.inference_mode():
+            got = pe(h, w)
+        ys = (torch.arange(h, dtype=torch.float32) + 0.5) / h * 2 * math.pi
+        xs = (torch.arange(w, dtype=torch.float32) + 0.5) / w * 2 * math.pi
+        pos_y = _sine(ys, 16, 10000.0)[:, None, :].expand(h, w, -1)
+        pos_x = _sine(xs, 16, 10000.0)[None, :, :].expand(h, w, -1)
+        want = torch.cat((pos_y, pos_x), dim=-1).permute(2, 0, 1).unsqueeze(0)
+        assert got.shape == (1, 32, h, w) and torch.equal(got, want)
+        assert not got.is_inference()  # usable by autograd after an inference_mode warm-up
+    assert pe(5, 7) is pe(5, 7)
+
+
+def test_non_two_stage_trains_after_an_inference_mode_forward():
+    """Cached tables first built under inference_mode must not break a later backward pass."""
+    head = {**MICRO["model"]["head"], "two_stage": False}
+    model, _, _ = _micro(model={**MICRO["model"], "head": head})
+    x = torch.randn(1, 3, 48, 64)
+    with torch.inference_mode():
+        model.eval()(x)
+    out = model.train()(x)
+    (out["pred_boxes"].sum() + out["pred_logits"].sum()).backward()
+
+
+def test_vit_model_build_does_not_import_timm():
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from vit_perception.config import load_config; "
+            "from vit_perception.models import build; build(load_config('vit_tiny_detr')); "
+            "sys.exit(1 if 'timm' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

@@ -16,7 +16,11 @@ import torch
 from torch import Tensor, nn
 
 from vit_perception.models.box_ops import inverse_sigmoid
-from vit_perception.models.position_encoding import PositionEmbeddingSine, box_sine_embedding
+from vit_perception.models.position_encoding import (
+    PositionEmbeddingSine,
+    box_sine_embedding,
+    cached_constant,
+)
 from vit_perception.models.transformer import MLP, DecoderLayer, EncoderLayer
 
 
@@ -60,7 +64,12 @@ class DETRHead(nn.Module):
         nn.init.zeros_(self.box_head.layers[-1].bias)
 
     def anchors(self, h: int, w: int, device: torch.device) -> Tensor:
-        """One box per cell, centred on it, side ``anchor_size``: ``[1, h*w, 4]`` logits."""
+        """One box per cell, centred on it, side ``anchor_size``: ``[1, h*w, 4]`` logits (cached
+        per grid and device; do not modify in place)."""
+        key = ("anchors", int(h), int(w), float(self.anchor_size), str(device))
+        return cached_constant(key, lambda: self._anchors(int(h), int(w), device))
+
+    def _anchors(self, h: int, w: int, device: torch.device) -> Tensor:
         ys = (torch.arange(h, dtype=torch.float32, device=device) + 0.5) / h
         xs = (torch.arange(w, dtype=torch.float32, device=device) + 0.5) / w
         cy, cx = torch.meshgrid(ys, xs, indexing="ij")

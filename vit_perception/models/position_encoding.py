@@ -3,16 +3,51 @@
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 
 import torch
 from torch import Tensor, nn
 
+_CACHE: OrderedDict[Hashable, Tensor] = OrderedDict()
+_CACHE_SIZE = 32
+_LOCK = threading.Lock()
+
+
+def cached_constant(key: Hashable, make: Callable[[], Tensor]) -> Tensor:
+    """``make()`` once per ``key`` (shape, device, ...): input-independent tables (sine grids,
+    anchors) are then neither recomputed every forward nor traced as ops into ONNX (a cached
+    tensor exports as a folded initializer). Bypassed under ``torch.compile``, which folds them.
+    """
+    if torch.compiler.is_compiling():
+        return make()
+    with _LOCK:
+        value = _CACHE.get(key)
+        if value is not None:
+            _CACHE.move_to_end(key)
+            return value
+    # a normal tensor even when first asked under inference_mode: autograd may save it later
+    with torch.inference_mode(False), torch.no_grad():
+        value = make()
+    with _LOCK:
+        _CACHE[key] = value
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return value
+
+
+def _dim_t(num_feats: int, temperature: float, device: torch.device) -> Tensor:
+    def make() -> Tensor:
+        dim_t = torch.arange(num_feats, dtype=torch.float32, device=device)
+        return temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / num_feats)
+
+    return cached_constant(("dim_t", num_feats, float(temperature), str(device)), make)
+
 
 def _sine(coords: Tensor, num_feats: int, temperature: float) -> Tensor:
     """``[...]`` coordinates in [0, 2pi] -> ``[..., num_feats]`` interleaved sin/cos features."""
-    dim_t = torch.arange(num_feats, dtype=torch.float32, device=coords.device)
-    dim_t = temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / num_feats)
-    pos = coords[..., None] / dim_t
+    pos = coords[..., None] / _dim_t(num_feats, temperature, coords.device)
     return torch.stack((pos[..., 0::2].sin(), pos[..., 1::2].cos()), dim=-1).flatten(-2)
 
 
@@ -29,6 +64,12 @@ class PositionEmbeddingSine(nn.Module):
         self.temperature = temperature
 
     def forward(self, h: int, w: int, device: torch.device | None = None) -> Tensor:
+        """Cached per (h, w, device): the result is shared, do not modify it in place."""
+        key = ("grid", int(h), int(w), self.num_pos_feats, float(self.temperature),
+               str(torch.device(device) if device is not None else torch.device("cpu")))
+        return cached_constant(key, lambda: self._compute(int(h), int(w), device))
+
+    def _compute(self, h: int, w: int, device: torch.device | None) -> Tensor:
         scale = 2 * math.pi
         ys = (torch.arange(h, dtype=torch.float32, device=device) + 0.5) / h * scale
         xs = (torch.arange(w, dtype=torch.float32, device=device) + 0.5) / w * scale

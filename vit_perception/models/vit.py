@@ -1,10 +1,13 @@
-"""Plain ViT backbone in the DINO / DINOv2 key layout, built from timm's transformer blocks.
+"""Plain ViT backbone in the DINO / DINOv2 key layout (timm-compatible transformer blocks).
 
 Parameter names follow the published checkpoints (``cls_token``, ``pos_embed``,
 ``register_tokens``, ``patch_embed.proj``, ``blocks.N.{norm1,attn.qkv,attn.proj,ls1,norm2,
 mlp,ls2}``, ``norm``) so DINO/DINOv2 files load without renaming. The positional embedding is
 stored for the configured input grid and bicubically interpolated when another input size
 arrives (the higher-resolution fine-tuning recipe of the ViT paper).
+
+The blocks are a local copy of timm's ``Block`` (same parameters, names and arithmetic): importing
+timm costs seconds on every model build and ``Predictor.load``, for ~60 lines of modules.
 """
 
 from __future__ import annotations
@@ -13,8 +16,117 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from timm.models.vision_transformer import Block
 from torch import Tensor, nn
+
+
+def _exporting() -> bool:
+    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+
+
+class Attention(nn.Module):
+    """timm's ``Attention``: fused ``qkv``, ``q_norm``/``k_norm`` (identity), ``proj``.
+
+    Eager runs ``scaled_dot_product_attention``; export writes the plain
+    ``softmax((q * scale) @ k^T) @ v`` graph that TensorRT and ONNX Runtime's fusions recognise.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__()
+        assert dim % num_heads == 0, "dim should be divisible by num_heads"
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.attn_dim = dim
+        self.scale = self.head_dim ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.q_norm = nn.Identity()
+        self.k_norm = nn.Identity()
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.norm = nn.Identity()
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, _ = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if _exporting():
+            attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+            x = self.attn_drop(attn) @ v
+        else:
+            x = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0)
+        x = self.norm(x.transpose(1, 2).reshape(b, n, self.attn_dim))
+        return self.proj_drop(self.proj(x))
+
+
+class LayerScale(nn.Module):
+    """timm's ``LayerScale``: ``x * gamma``."""
+
+    def __init__(self, dim: int, init_values: float = 1e-5):
+        super().__init__()
+        self.init_values = init_values
+        self.gamma = nn.Parameter(torch.full((dim,), float(init_values)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.gamma
+
+
+class DropPath(nn.Module):
+    """timm's ``DropPath``: stochastic depth per sample, scaled by the keep probability."""
+
+    def __init__(self, drop_prob: float = 0.0, scale_by_keep: bool = True):
+        super().__init__()
+        self.drop_prob = drop_prob
+        self.scale_by_keep = scale_by_keep
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep_prob = 1 - self.drop_prob
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        random_tensor = x.new_empty(shape).bernoulli_(keep_prob)
+        if keep_prob > 0.0 and self.scale_by_keep:
+            random_tensor.div_(keep_prob)
+        return x * random_tensor
+
+
+class Mlp(nn.Module):
+    """timm's ``Mlp``: ``fc1`` -> GELU -> ``fc2`` (dropouts and ``norm`` identity by default)."""
+
+    def __init__(self, in_features: int, hidden_features: int, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = nn.GELU()
+        self.drop1 = nn.Dropout(drop)
+        self.norm = nn.Identity()
+        self.fc2 = nn.Linear(hidden_features, in_features)
+        self.drop2 = nn.Dropout(drop)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop2(self.fc2(self.norm(self.drop1(self.act(self.fc1(x))))))
+
+
+class Block(nn.Module):
+    """timm's pre-norm ``vision_transformer.Block`` (same state-dict keys)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = False,
+                 init_values: float | None = None, drop_path: float = 0.0,
+                 norm_layer: type[nn.Module] | partial = nn.LayerNorm):
+        super().__init__()
+        self.norm1 = norm_layer(dim)
+        self.attn = Attention(dim, num_heads=num_heads, qkv_bias=qkv_bias)
+        self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
 
 
 def interpolate_pos_embed(pos_embed: Tensor, src_grid: tuple[int, int],
