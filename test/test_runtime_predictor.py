@@ -131,3 +131,28 @@ def test_boxes_land_in_frame_pixels():
     assert 0 < x0 < 16 and 0 < y0 < 16 and frame_w - 16 < x1 < frame_w and y1 < frame_h
     col, row = grid.frame_to_cell(*grid.cell_to_frame(7, 5))
     assert abs(col - 7) < 1e-9 and abs(row - 5) < 1e-9
+
+
+def test_onnxruntime_cpu_copy_fuses_attention_and_leaves_the_export_plain(tiny):
+    """The runner's CPU copy (ORT ``Attention`` contrib ops) agrees with the plain graph and
+    with torch; the deployable file keeps standard ops only."""
+    import onnx
+
+    from vit_perception.runtime.onnx_runner import fuse_attention, ort_cpu_model
+
+    net, _post, meta, path = tiny
+    before = path.read_bytes()
+    proto = onnx.load(str(path))
+    depth = len(net.backbone.blocks)
+    assert fuse_attention(proto) >= depth - 1  # the last block shares qkv with the [CLS] map
+    fused = ort_cpu_model(path)
+    assert fused != path and path.read_bytes() == before and tensorrt_problems(path) == []
+    assert ort_cpu_model(path) == fused  # cached next to the file
+    w, h = meta.input_size
+    x = {"images": torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(3))}
+    with TorchRunner(net) as ref, OnnxRunner(path) as on, OnnxRunner(path,
+                                                                   fuse_attention=False) as off:
+        want = ref.infer(x)
+        for runner in (on, off):
+            for name, (abs_err, rel_err) in compare_outputs(want, runner.infer(x)).items():
+                assert rel_err < 1e-4 and abs_err < 1e-3, (name, abs_err, rel_err)

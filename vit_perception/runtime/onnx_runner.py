@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -56,12 +58,150 @@ def session_options(intra_op_threads: int | None = None, allow_spinning: bool = 
     return opts
 
 
+_ATTN_OUT = re.compile(r"^(?P<prefix>.*/attn)/Reshape_1$")
+
+
+def fuse_attention(proto: Any) -> int:
+    """Replace each ViT block's exported attention (``qkv`` MatMul+Add, reshape/split, q.k^T,
+    softmax, .v, reshape) by ONNX Runtime's fused ``com.microsoft::Attention``; returns how many.
+
+    For the ONNX Runtime CPU path only: the deployable file stays plain ONNX (TensorRT cannot run
+    contrib ops). Blocks that do not match the expected pattern are left as they are.
+    """
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    inits = {i.name: i for i in graph.initializer}
+
+    def const(name: str) -> np.ndarray | None:
+        if name in inits:
+            return numpy_helper.to_array(inits[name])
+        node = producer.get(name)
+        if node is not None and node.op_type == "Constant" and node.attribute:
+            return numpy_helper.to_array(node.attribute[0].t)
+        return None
+
+    fused = 0
+    new_nodes = []
+    for node in graph.node:
+        m = _ATTN_OUT.match(node.name) if node.op_type == "Reshape" else None
+        if not m:
+            continue
+        pre = m.group("prefix")
+        found = _qkv_of(node, pre, producer)
+        if found is None:
+            continue
+        mm, add, split, scope = found
+        weight = const(mm.input[1])
+        bias_name = next((i for i in add.input if i != mm.output[0]), "")
+        bias = const(bias_name)
+        if weight is None or bias is None or weight.ndim != 2 or mm.output[0] not in add.input:
+            continue
+        if split.input[0] != add.output[0]:
+            continue
+        dims = _shape_dims(split.input[1], const, producer)
+        hidden = weight.shape[1] // 3
+        if len(dims) < 2 or dims[-1] * dims[-2] != hidden:
+            continue
+        scales = [v for n in scope if n.op_type == "Mul" for v in map(const, n.input)
+                  if v is not None and v.size == 1]
+        if len(scales) != 1:  # expect exactly the q * head_dim**-0.5 of the exported pattern
+            continue
+        new_nodes.append((node, helper.make_node(
+            "Attention", [mm.input[0], mm.input[1], bias_name], [node.output[0]],
+            name=f"{pre}/FusedAttention", domain="com.microsoft", num_heads=dims[-2],
+            scale=float(np.asarray(scales[0]).reshape(-1)[0]))))
+        fused += 1
+    if not fused:
+        return 0
+    replaced = {old.name: new for old, new in new_nodes}
+    kept = [replaced.get(n.name, n) for n in graph.node]
+    outputs = {o.name for o in graph.output}
+    while True:  # drop nodes whose outputs nobody reads any more
+        used = {i for n in kept for i in n.input} | outputs
+        alive = [n for n in kept if any(o in used for o in n.output)]
+        if len(alive) == len(kept):
+            break
+        kept = alive
+    del graph.node[:]
+    graph.node.extend(kept)
+    if not any(o.domain == "com.microsoft" for o in proto.opset_import):
+        proto.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return fused
+
+
+def _qkv_of(out: Any, prefix: str, producer: dict) -> tuple[Any, Any, Any, list] | None:
+    """(qkv MatMul, its bias Add, the Reshape splitting heads, all ancestors in scope) among
+    ``out``'s ancestors inside ``prefix`` (the attention module's scope), or None."""
+    seen, stack, scope = set(), [out], []
+    mm = add = split = None
+    while stack:
+        node = stack.pop()
+        for name in node.input:
+            up = producer.get(name)
+            if up is None or up.name in seen or not up.name.startswith(prefix + "/"):
+                continue
+            seen.add(up.name)
+            stack.append(up)
+            scope.append(up)
+            if up.op_type == "MatMul" and re.search(r"/qkv(_\d+)?/MatMul$", up.name):
+                mm = mm or up
+            elif up.op_type == "Add" and re.search(r"/qkv(_\d+)?/Add$", up.name):
+                add = add or up
+    if mm is None or add is None:
+        return None
+    for node in producer.values():
+        if node.op_type == "Reshape" and node.input and node.input[0] == add.output[0]:
+            split = node
+    return (mm, add, split, scope) if split is not None else None
+
+
+def _shape_dims(name: str, const: Any, producer: dict) -> list[int]:
+    """The known trailing dims of a Reshape's shape input (a constant, or a Concat of pieces)."""
+    value = const(name)
+    if value is not None:
+        return [int(v) for v in np.asarray(value).reshape(-1)]
+    node = producer.get(name)
+    if node is None or node.op_type != "Concat":
+        return []
+    pieces = [const(i) for i in node.input]
+    return [int(np.asarray(p).reshape(-1)[0]) for p in pieces if p is not None and p.size == 1]
+
+
+def ort_cpu_model(path: Path) -> Path | bytes:
+    """The ONNX Runtime CPU variant of ``path`` (attention fused into contrib ops), cached next
+    to it as ``<name>.ort-cpu.onnx`` keyed by the source's hash; in memory where that directory
+    is read-only; ``path`` itself when nothing fuses."""
+    import onnx
+
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    cached = path.with_name(f"{path.stem}.{digest}.ort-cpu.onnx")
+    if cached.is_file():
+        return cached
+    proto = onnx.load_from_string(data)
+    if not fuse_attention(proto):
+        return path
+    blob = proto.SerializeToString()
+    try:
+        tmp = cached.with_name(f"{cached.name}.tmp{os.getpid()}")
+        tmp.write_bytes(blob)
+        os.replace(tmp, cached)
+    except OSError:
+        return blob
+    return cached
+
+
 class OnnxRunner(Runner):
     """Run an ONNX file in ONNX Runtime.
 
     ``device``: ``cpu`` or ``cuda``; ``providers`` overrides the provider list (aliases from
     ``PROVIDERS`` or full names). On CUDA, inputs and outputs stay on the GPU through IOBinding
     (``io_binding=True``, the default there); on CPU outputs are wrapped without a copy.
+    ``fuse_attention`` (default: on for CPU-only providers) runs a copy of the file with the ViT
+    attention fused into ONNX Runtime's ``Attention`` op (``ort_cpu_model``); the file itself is
+    never changed.
     """
 
     name = "onnxruntime"
@@ -75,6 +215,7 @@ class OnnxRunner(Runner):
         intra_op_threads: int | None = None,
         provider_options: dict[str, dict[str, Any]] | None = None,
         allow_spinning: bool = False,
+        fuse_attention: bool | None = None,
     ) -> None:
         super().__init__()
         self.path = Path(path)
@@ -86,6 +227,7 @@ class OnnxRunner(Runner):
         self.intra_op_threads = intra_op_threads
         self.provider_options = provider_options or {}
         self.allow_spinning = allow_spinning
+        self.fuse_attention = fuse_attention
         self.session: Any = None
         self._fixed_batch: int | None = None
 
@@ -118,9 +260,14 @@ class OnnxRunner(Runner):
 
         providers = self.providers()
         opts = [self.provider_options.get(p, {}) for p in providers]
+        fuse = self.fuse_attention
+        if fuse is None:
+            fuse = providers == [PROVIDERS["cpu"]]
         try:
+            model: Path | bytes = ort_cpu_model(self.path) if fuse else self.path
             self.session = ort.InferenceSession(
-                str(self.path), session_options(self.intra_op_threads, self.allow_spinning),
+                model if isinstance(model, bytes) else str(model),
+                session_options(self.intra_op_threads, self.allow_spinning),
                 providers=providers, provider_options=opts,
             )
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
