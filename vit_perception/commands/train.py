@@ -1,4 +1,14 @@
-"""`vit-perception train` (not implemented yet)."""
+"""`vit-perception train`: fine-tune a detector on labelled frames recorded in rosbags.
+
+    vit-perception train --config vit_tiny_detr --train a_bag b_bag --val c_bag --out runs/x
+    vit-perception train ... --out runs/x --resume          # continue runs/x/last.pt exactly
+    torchrun --nproc_per_node 4 -m vit_perception train ... # DDP, same arguments
+
+Writes RUN_DIR/{best.pt, last.pt, config.yaml, metrics.jsonl, metrics.csv, steps.jsonl,
+curves.png, tb/}. Training hyper-parameters live in the config's `train:` section
+(vit_perception/training/options.py lists them with their defaults); the flags below and
+`--set train.KEY=VALUE` override them.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +16,84 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--config", default="vit_tiny_detr",
+                        help="model config name or YAML file (vit_tiny_detr)")
+    parser.add_argument("--train", nargs="+", required=True, metavar="BAG",
+                        help="training bags")
+    parser.add_argument("--val", nargs="+", required=True, metavar="BAG",
+                        help="validation bags (mAP each epoch)")
+    parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
+    parser.add_argument("--image-topic", default="/camera/image_raw")
+    parser.add_argument("--labels-topic", default="/labels",
+                        help="vision_msgs/Detection2DArray ground truth (/labels)")
+    parser.add_argument("--epochs", type=int, help="epochs (config train.epochs)")
+    parser.add_argument("--time-budget", type=float, metavar="MINUTES",
+                        help="stop after this much wall-clock training, then evaluate and save")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue RUN_DIR/last.pt (its config; --epochs/--set still apply)")
+    parser.add_argument("--init", metavar="PATH",
+                        help="start from a checkpoint (a previous run's best/last.pt) or "
+                             "backbone weights (torchvision Swin, DINO/DINOv2 ViT)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, e.g. train.lr=1e-4 (repeatable)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (auto)")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--workers", type=int, help="data loader worker processes")
+    parser.add_argument("--freeze-backbone", action="store_true",
+                        help="train the DETR head only")
+    parser.add_argument("--lora", type=int, metavar="RANK",
+                        help="LoRA of this rank on the ViT attention qkv/proj (backbone frozen)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    from vit_perception.config import deep_merge, parse_overrides
+
+    train: dict = {}
+    for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
+                       ("workers", args.workers), ("lora_rank", args.lora), ("seed", args.seed)):
+        if value is not None:
+            train[key] = value
+    if args.freeze_backbone:
+        train["freeze_backbone"] = True
+    return deep_merge(parse_overrides(args.set), {"train": train} if train else {})
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("vit-perception train: not implemented yet")
+    import json
+    import logging
+    import os
+    import sys
+    from pathlib import Path
+
+    from vit_perception.config import ConfigError, deep_merge, load_config
+    from vit_perception.models.checkpoint import CheckpointError
+    from vit_perception.models.weights import WeightsError
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        overrides = _overrides(args)
+        if args.resume:
+            from vit_perception.training.state import load_resume
+
+            cfg = deep_merge(load_resume(Path(args.out) / "last.pt")["config"], overrides)
+        else:
+            cfg = load_config(args.config, overrides)
+        from vit_perception.training import train
+
+        result = train(cfg, args.train, args.val, args.out, image_topic=args.image_topic,
+                       labels_topic=args.labels_topic, resume=args.resume, init=args.init,
+                       time_budget=args.time_budget, device=args.device,
+                       progress=not args.no_progress)
+    except (CheckpointError, WeightsError, ConfigError, ValueError) as exc:
+        print(f"vit-perception train: error: {exc}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) != 0:  # DDP: rank 0 reports
+        return 0
+    summary = {k: result[k] for k in ("stopped", "epochs", "steps", "minutes", "best_AP50",
+                                      "best_AP", "best", "last")}
+    summary["AP50"] = result["metrics"].get("AP50")
+    summary["AP"] = result["metrics"].get("AP")
+    print(json.dumps(summary, indent=1))
+    return 0

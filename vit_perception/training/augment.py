@@ -1,0 +1,85 @@
+"""Augmentation that moves boxes with the pixels (torchvision.transforms.v2 + tv_tensors).
+
+Horizontal flip, scale jitter (a random crop that keeps every box whole zooms in; a zoom-out
+onto a mean-colour canvas zooms out) and photometric jitter (brightness, contrast, saturation; no
+hue shift or channel swap: colours name the synthetic classes, and hue is the slowest op on a
+CPU). The output is still a uint8 frame of any size: the runtime's letterbox + normalisation
+runs afterwards, unchanged.
+All randomness comes from torch's global generator, which the dataset seeds per sample.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+
+class RandomCropKeepBoxes(torch.nn.Module):
+    """With probability ``p``, crop a window (each side ``min_scale``..1 of the frame's) that
+    contains every box entirely; frames without boxes are cropped freely."""
+
+    def __init__(self, p: float = 0.5, min_scale: float = 0.4):
+        super().__init__()
+        self.p, self.min_scale = p, min_scale
+
+    def forward(self, image: Tensor, boxes: tv_tensors.BoundingBoxes):
+        if self.p <= 0 or torch.rand(()) >= self.p:
+            return image, boxes
+        h, w = image.shape[-2:]
+        if len(boxes):
+            x1, y1 = boxes[:, 0].min().floor().item(), boxes[:, 1].min().floor().item()
+            x2, y2 = boxes[:, 2].max().ceil().item(), boxes[:, 3].max().ceil().item()
+        else:
+            x1, y1, x2, y2 = w / 2, h / 2, w / 2, h / 2
+        x1, y1, x2, y2 = max(0, int(x1)), max(0, int(y1)), min(w, int(x2)), min(h, int(y2))
+        u = torch.rand(4).tolist()
+        min_w, min_h = max(x2 - x1, self.min_scale * w), max(y2 - y1, self.min_scale * h)
+        cw = max(1, min(w, int(round(min_w + u[0] * (w - min_w)))))
+        ch = max(1, min(h, int(round(min_h + u[1] * (h - min_h)))))
+        # the left edge may move in [x2 - cw, x1] (box union inside) and [0, w - cw] (in frame)
+        lo_x, hi_x = max(0, x2 - cw), max(max(0, x2 - cw), min(x1, w - cw))
+        lo_y, hi_y = max(0, y2 - ch), max(max(0, y2 - ch), min(y1, h - ch))
+        left = min(hi_x, lo_x + int(u[2] * (hi_x - lo_x + 1)))
+        top = min(hi_y, lo_y + int(u[3] * (hi_y - lo_y + 1)))
+        return TF.crop(image, top, left, ch, cw), TF.crop(boxes, top, left, ch, cw)
+
+
+class Augment:
+    """``(image uint8 [3, h, w], boxes xyxy [n, 4], labels [n]) -> (image, boxes, labels)``."""
+
+    def __init__(self, *, hflip: float = 0.5, crop: float = 0.5, crop_min_scale: float = 0.4,
+                 zoom_out: float = 0.2, zoom_out_max: float = 1.6, photometric: float = 0.5,
+                 fill=(124, 116, 104)):
+        self.geometric = v2.Compose([
+            v2.RandomHorizontalFlip(hflip),
+            v2.RandomZoomOut(fill={tv_tensors.Image: list(fill), "others": 0},
+                             side_range=(1.0, zoom_out_max), p=zoom_out)
+            if zoom_out > 0 else v2.Identity(),
+        ])
+        self.crop = RandomCropKeepBoxes(crop, crop_min_scale)
+        self.photometric = v2.RandomApply(
+            [v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3)],
+            p=photometric) if photometric > 0 else v2.Identity()
+
+    @classmethod
+    def from_options(cls, options: dict, mean=None) -> Augment:
+        """From the ``train.augment`` section; ``mean`` (0..1 RGB) is the zoom-out fill."""
+        fill = tuple(int(round(m * 255)) for m in (mean or (0.485, 0.456, 0.406)))
+        return cls(**{k: options[k] for k in ("hflip", "crop", "crop_min_scale", "zoom_out",
+                                              "zoom_out_max", "photometric") if k in options},
+                   fill=fill)
+
+    def __call__(self, image: Tensor, boxes: Tensor, labels: Tensor):
+        h, w = image.shape[-2:]
+        img = tv_tensors.Image(image)
+        bb = tv_tensors.BoundingBoxes(boxes.float().reshape(-1, 4), format="XYXY",
+                                      canvas_size=(h, w))
+        img, bb = self.geometric(img, bb)
+        img, bb = self.crop(img, bb)
+        img = self.photometric(img)
+        boxes = bb.as_subclass(Tensor)
+        keep = ((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)
+        return img.as_subclass(Tensor), boxes[keep], labels[keep]
