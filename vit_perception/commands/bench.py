@@ -121,6 +121,33 @@ def bench_backend(predictor: Any, frames: list[Any], iters: int, warmup: int) ->
     return result
 
 
+def bench_visuals(prediction: Any, frame: Any, iters: int) -> dict[str, dict[str, float]]:
+    """Per-frame cost of the node's optional image outputs (detections drawn, PCA preview with a
+    reused basis, attention map) at the frame's size, from one real prediction."""
+    import time
+
+    from vit_perception.visualize import attention_map, draw_detections, pca_preview
+
+    h, w = frame.shape[:2]
+    jobs = {"detections/image": lambda: draw_detections(
+        frame, prediction.boxes, prediction.labels, prediction.scores, prediction.class_names)}
+    if prediction.features is not None:
+        _, basis = pca_preview(prediction.features, w, h)
+        jobs["features/preview"] = lambda: pca_preview(prediction.features, w, h, basis=basis)
+        jobs["features/preview refit"] = lambda: pca_preview(prediction.features, w, h)
+    if prediction.attention is not None:
+        jobs["attention"] = lambda: attention_map(prediction.attention, w, h)
+    out = {}
+    for name, job in jobs.items():
+        samples = []
+        for _ in range(max(iters, 5)):
+            t0 = time.perf_counter()
+            job()
+            samples.append((time.perf_counter() - t0) * 1e3)
+        out[name] = summarize(samples)
+    return out
+
+
 def format_table(results: dict[str, dict[str, Any]]) -> str:
     head = f"{'backend':<14}" + "".join(
         f"{s + ' med/p90/p99 ms':>30}" for s in STAGES) + f"{'fps':>8}"
@@ -153,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
     model = args.model or args.config
     results: dict[str, dict[str, Any]] = {}
     frames = None
+    visuals: dict[str, dict[str, float]] | None = None
     for backend in args.backend:
         options: dict[str, Any] = {}
         if backend == "torch" and args.compile:
@@ -175,6 +203,8 @@ def run(args: argparse.Namespace) -> int:
             frames = [natural_frame(fw, fh, seed=i) for i in range(args.batch)]
         with predictor:
             results[label] = bench_backend(predictor, frames, args.iters, args.warmup)
+            if visuals is None:
+                visuals = bench_visuals(predictor.predict(frames[0]), frames[0], args.iters)
         w, h = predictor.input_size
     if not results:
         print("no backend could run", file=sys.stderr)
@@ -182,12 +212,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"model {model}  input {w}x{h}  batch {args.batch}  device {args.device}  "
           f"{args.precision}  threads {threads}  iters {args.iters}")
     print(format_table(results))
+    if visuals:
+        print("node image outputs, ms per frame (median/p90): " + ", ".join(
+            f"{k} {v['median']:.2f}/{v['p90']:.2f}" for k, v in visuals.items()))
     if args.json:
         out: dict[str, Any] = {k: {s: v[s] for s in (*STAGES, "fps")} for k, v in results.items()}
         out["machine"] = {**machine_info(threads), "model": str(model), "input_size": [w, h],
                           "batch": args.batch, "device": args.device,
                           "precision": args.precision, "iters": args.iters,
                           "warmup": args.warmup}
+        out["visuals"] = visuals
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0
