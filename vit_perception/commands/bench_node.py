@@ -34,6 +34,20 @@ def _frames(n: int, w: int, h: int, rate: float):
         yield int(1e9 + i * 1e9 / rate), "camera", np.roll(base, i * 4, axis=1)
 
 
+def memory_figures(samples: list[tuple[float, float]], warmup_s: float = 60.0) -> dict:
+    """The node's RSS (MB) at the first frame, after ``warmup_s`` (allocator and kernel caches
+    filled) and at the end, and the growth after warm-up in MB per minute (a leak shows here)."""
+    if not samples:
+        return {}
+    warm = next(((t, m) for t, m in samples if t >= warmup_s), None)
+    end_t, end_mb = samples[-1]
+    out = {"start": samples[0][1], "end": end_mb, "seconds": end_t}
+    if warm is not None and end_t > warm[0]:
+        out[f"after_{warmup_s:g}s"] = warm[1]
+        out["growth_mb_per_min_after_warmup"] = (end_mb - warm[1]) / ((end_t - warm[0]) / 60)
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     import os
     import tempfile
@@ -64,9 +78,7 @@ def run(args: argparse.Namespace) -> int:
         "model_ms_median": float(d.get("model_ms_median", "nan")),
         "overhead_ms_median": float(d.get("overhead_ms_median", "nan")),
         "overhead_fraction": float(d.get("overhead_fraction", "nan")),
-        "memory_mb": {"start": res.rss_mb[0][1] if res.rss_mb else None,
-                      "end": res.rss_mb[-1][1] if res.rss_mb else None,
-                      "seconds": res.rss_mb[-1][0] if res.rss_mb else None},
+        "memory_mb": memory_figures(res.rss_mb),
     }
     if not args.no_transport:
         profile = os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE", "")
