@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", nargs="+", default=["torch", "onnxruntime"],
                         help="backends to compare (torch onnxruntime tensorrt)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
+                        help="fp16/bf16: torch, tensorrt; int8: onnxruntime on the CPU")
     parser.add_argument("--size", type=_size, help="model input WxH (default: the config's)")
     parser.add_argument("--frame-size", type=_size,
                         help="camera frame WxH (default: the model input size)")

@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("model mode")
     g.add_argument("--backend", default="torch", help="torch | onnx | tensorrt (torch)")
     g.add_argument("--device", default="cpu", help="cpu | cuda[:N] (cpu)")
-    g.add_argument("--precision", default="fp32", help="fp32 | fp16 (fp32)")
+    g.add_argument("--precision", default="fp32",
+                   help="fp32 | fp16 | bf16 | int8 (onnxruntime CPU) (fp32)")
     g.add_argument("--score-threshold", type=float, default=0.01,
                    help="keep detections above this score for scoring (0.01)")
     g.add_argument("--max-detections", type=int, default=100)

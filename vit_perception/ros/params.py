@@ -14,7 +14,7 @@ from rcl_interfaces.msg import (
 from rclpy.parameter import Parameter
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 RELIABILITY = ("best_effort", "reliable")
 FEATURE_DTYPES = ("float16", "float32")
 
@@ -59,7 +59,8 @@ _SPECS: dict[str, tuple[str, bool, object]] = {
               "(random weights)", True, None),
     "backend": ("inference backend", True, BACKENDS),
     "device": ("cpu, cuda or cuda:N", True, None),
-    "precision": ("fp32, fp16 or bf16", True, PRECISIONS),
+    "precision": ("fp32, fp16, bf16 (torch, tensorrt) or int8 (onnxruntime on the CPU)", True,
+                  PRECISIONS),
     "input_width": ("model input width in pixels, 0: the model's own", True, (0, 4096)),
     "input_height": ("model input height in pixels, 0: the model's own", True, (0, 4096)),
     "score_threshold": ("minimum detection score (run-time changeable)", False, (0.0, 1.0)),

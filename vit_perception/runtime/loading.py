@@ -133,12 +133,9 @@ def _onnx_backend(
 ) -> tuple[Runner, Any, ModelMetadata]:
     post = post if post is not None else postprocessor_for(meta)
     if backend == "onnxruntime":
-        if precision != "fp32":
-            raise RunnerError("onnxruntime backend runs the exported fp32 graph only; "
-                              "use tensorrt or torch for fp16/bf16")
         from vit_perception.runtime.onnx_runner import OnnxRunner
 
-        return OnnxRunner(path, device=device, **options), post, meta
+        return OnnxRunner(path, device=device, precision=precision, **options), post, meta
     if backend == "tensorrt":
         from vit_perception.runtime.engine_cache import engine_for_onnx
         from vit_perception.runtime.tensorrt_runner import TensorRTRunner

@@ -169,6 +169,12 @@ def _shape_dims(name: str, const: Any, producer: dict) -> list[int]:
     return [int(np.asarray(p).reshape(-1)[0]) for p in pieces if p is not None and p.size == 1]
 
 
+def _variant_path(path: Path, data: bytes, tag: str) -> Path:
+    """``<stem>.<hash of data>.<tag>.onnx`` next to ``path``: a derived file is rebuilt exactly
+    when its source changes."""
+    return path.with_name(f"{path.stem}.{hashlib.sha256(data).hexdigest()[:16]}.{tag}.onnx")
+
+
 def ort_cpu_model(path: Path) -> Path | bytes:
     """The ONNX Runtime CPU variant of ``path`` (attention fused into contrib ops), cached next
     to it as ``<name>.ort-cpu.onnx`` keyed by the source's hash; in memory where that directory
@@ -176,8 +182,7 @@ def ort_cpu_model(path: Path) -> Path | bytes:
     import onnx
 
     data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()[:16]
-    cached = path.with_name(f"{path.stem}.{digest}.ort-cpu.onnx")
+    cached = _variant_path(path, data, "ort-cpu")
     if cached.is_file():
         return cached
     proto = onnx.load_from_string(data)
@@ -193,6 +198,34 @@ def ort_cpu_model(path: Path) -> Path | bytes:
     return cached
 
 
+def ort_int8_model(source: Path | bytes, path: Path) -> Path:
+    """``source`` (the file ``path`` or its fused CPU variant) with the weights of every MatMul
+    and fused Attention quantised to int8 (ONNX Runtime dynamic quantisation: activations are
+    quantised per run, so no calibration data is needed; VNNI/AMX int8 kernels on x86).
+
+    Cached next to ``path`` as ``<name>.<hash>.ort-int8.onnx`` (in the temporary directory
+    where that directory is read-only). Accuracy: see ``vit-perception eval --precision int8``.
+    """
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    cached = _variant_path(path, data, "ort-int8")
+    if not os.access(cached.parent, os.W_OK):
+        cached = Path(tempfile.gettempdir()) / cached.name
+    if cached.is_file():
+        return cached
+    tmp = cached.with_name(f"{cached.name}.tmp{os.getpid()}")
+    # The fused Attention is a contrib op without shape inference: its outputs are float.
+    quantize_dynamic(onnx.load_from_string(data), tmp, weight_type=QuantType.QInt8,
+                     op_types_to_quantize=["MatMul", "Attention"],
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    os.replace(tmp, cached)
+    return cached
+
+
 class OnnxRunner(Runner):
     """Run an ONNX file in ONNX Runtime.
 
@@ -200,7 +233,8 @@ class OnnxRunner(Runner):
     ``PROVIDERS`` or full names). On CUDA, inputs and outputs stay on the GPU through IOBinding
     (``io_binding=True``, the default there); on CPU outputs are wrapped without a copy.
     ``fuse_attention`` (default: on for CPU-only providers) runs a copy of the file with the ViT
-    attention fused into ONNX Runtime's ``Attention`` op (``ort_cpu_model``); the file itself is
+    attention fused into ONNX Runtime's ``Attention`` op (``ort_cpu_model``); ``precision``
+    ``int8`` runs a copy with int8 weights (``ort_int8_model``, CPU only). The file itself is
     never changed.
     """
 
@@ -216,8 +250,13 @@ class OnnxRunner(Runner):
         provider_options: dict[str, dict[str, Any]] | None = None,
         allow_spinning: bool = False,
         fuse_attention: bool | None = None,
+        precision: str = "fp32",
     ) -> None:
         super().__init__()
+        if precision not in ("fp32", "int8"):
+            raise RunnerError(f"onnxruntime: precision {precision!r} not in ['fp32', 'int8'] "
+                              "(the exported graph is fp32; use tensorrt or torch for fp16/bf16)")
+        self.precision = precision
         self.path = Path(path)
         if not self.path.is_file():
             raise RunnerError(f"onnxruntime: model file not found: {self.path}")
@@ -263,8 +302,12 @@ class OnnxRunner(Runner):
         fuse = self.fuse_attention
         if fuse is None:
             fuse = providers == [PROVIDERS["cpu"]]
+        if self.precision == "int8" and providers != [PROVIDERS["cpu"]]:
+            raise RunnerError("onnxruntime: int8 runs on the CPU provider only")
         try:
             model: Path | bytes = ort_cpu_model(self.path) if fuse else self.path
+            if self.precision == "int8":
+                model = ort_int8_model(model, self.path)
             self.session = ort.InferenceSession(
                 model if isinstance(model, bytes) else str(model),
                 session_options(self.intra_op_threads, self.allow_spinning),
