@@ -276,3 +276,19 @@ def test_missing_model_file_fails_configure_naming_it(ros, tmp_path):
         client.destroy_node()
     text = log.read_text()
     assert str(missing) in text and "parameter 'model'" in text
+
+
+def test_bad_parameter_fails_configure_naming_it(ros, checkpoint, tmp_path):
+    from lifecycle_msgs.msg import Transition
+
+    from ros_support.node_client import NodeClient
+
+    log = tmp_path / "node.log"
+    with ros_process([*NODE, "-p", f"model:={checkpoint}", "-p", "backend:=banana", "-p",
+                      "autostart:=false", "-r", "__ns:=/badparam"], log):
+        client = NodeClient(namespace="/badparam")
+        assert not client.change_state(Transition.TRANSITION_CONFIGURE)
+        assert client.get_state() == "unconfigured"
+        client.destroy_node()
+    text = log.read_text()
+    assert "parameter 'backend'" in text and "banana" in text, text
