@@ -9,6 +9,8 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from vit_perception.ros.replay import stop_node
+
 
 def require_ros():
     """Import rclpy or skip; where VIT_PERCEPTION_REQUIRE_ROS=1 (CI) a missing ROS fails."""
@@ -43,12 +45,6 @@ def ros_process(args: list[str], log_path: Path | None = None, env: dict | None 
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_node(proc)
         if log_path:
             out.close()
