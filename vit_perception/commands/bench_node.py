@@ -77,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         "latency_ms": {"median": float(np.median(lat)), "p90": float(np.percentile(lat, 90))},
         "model_ms_median": float(d.get("model_ms_median", "nan")),
         "overhead_ms_median": float(d.get("overhead_ms_median", "nan")),
+        "overhead_ms_by_stage": {k: float(d.get(f"{k}_ms_median", "nan"))
+                                 for k in ("decode", "preprocess", "postprocess", "publish")},
         "overhead_fraction": float(d.get("overhead_fraction", "nan")),
         "memory_mb": memory_figures(res.rss_mb),
     }

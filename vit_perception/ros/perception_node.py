@@ -49,8 +49,10 @@ class PerceptionNode(Node):
         self._pubs: dict = {}
         self._processed = 0
         self._pca_basis = None
-        self.overhead_ms: deque[float] = deque(maxlen=300)  # decode+pre+post+publish per frame
-        self.model_ms: deque[float] = deque(maxlen=300)  # the runner's infer time per frame
+        # per-frame ms of the model (the runner's infer) and of the node's own stages around it
+        self.stage_ms: dict[str, deque[float]] = {
+            k: deque(maxlen=300) for k in ("model", "overhead", "decode", "preprocess",
+                                           "postprocess", "publish")}
 
     # ---- lifecycle -----------------------------------------------------------------------
     def on_configure(self, state: State) -> TransitionCallbackReturn:
@@ -221,16 +223,23 @@ class PerceptionNode(Node):
         except ImageDecodeError as exc:
             self._count_error(exc.kind, f"dropping a bad image: {exc}")
             return
+        t1 = time.perf_counter()
         try:
             pred = self.predictor.predict(rgb)
         except Exception as exc:  # noqa: BLE001 - keep running; count and log the kind
             self._count_error("inference_error", f"inference failed: {exc}")
             return
+        t2 = time.perf_counter()
         self._publish(pred, rgb, msg.header)
         t3 = time.perf_counter()
+        stage = self.stage_ms
         model_ms = pred.timings.get("infer", 0.0)
-        self.model_ms.append(model_ms)
-        self.overhead_ms.append((t3 - t0) * 1e3 - model_ms)
+        stage["model"].append(model_ms)
+        stage["overhead"].append((t3 - t0) * 1e3 - model_ms)
+        stage["decode"].append((t1 - t0) * 1e3)
+        stage["preprocess"].append(pred.timings.get("preprocess", 0.0))
+        stage["postprocess"].append(pred.timings.get("postprocess", 0.0))
+        stage["publish"].append((t3 - t2) * 1e3)
         self.stats.on_processed(time.monotonic() - received)
 
     def _count_error(self, kind: str, text: str) -> None:
@@ -268,11 +277,12 @@ class PerceptionNode(Node):
 
     def _publish_diagnostics(self) -> None:
         summary = self.stats.summary()
-        if self.model_ms:
-            model, overhead = statistics.median(self.model_ms), statistics.median(self.overhead_ms)
-            summary["model_ms_median"] = f"{model:.2f}"
-            summary["overhead_ms_median"] = f"{overhead:.2f}"
-            summary["overhead_fraction"] = f"{overhead / max(model, 1e-6):.3f}"
+        if self.stage_ms["model"]:
+            medians = {k: statistics.median(v) for k, v in self.stage_ms.items()}
+            for k, v in medians.items():
+                summary[f"{k}_ms_median"] = f"{v:.2f}"
+            summary["overhead_fraction"] = \
+                f"{medians['overhead'] / max(medians['model'], 1e-6):.3f}"
         status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: perception",
                                   hardware_id=self.model_id)
         errors = int(summary.get("errors_total", "0"))
