@@ -8,7 +8,7 @@ import torch
 
 from vit_perception.models.box_ops import box_xyxy_to_cxcywh
 from vit_perception.models.postprocess import PostProcessor
-from vit_perception.models.preprocess import letterbox_params, preprocess
+from vit_perception.models.preprocess import IMAGENET_STD, letterbox_params, preprocess
 
 SIZES = [(640, 480), (1280, 720), (480, 640), (333, 517), (320, 240), (1000, 100)]
 
@@ -68,3 +68,17 @@ def test_preprocess_mixed_sizes_batch():
     images, lbs = preprocess(frames, 160, 120, (0.0,) * 3, (1.0,) * 3)
     assert images.shape == (2, 3, 120, 160) and lbs[1].pad_x == 40
     assert images[0].mean().item() == pytest.approx(10 / 255, abs=1e-4)
+
+
+def test_cpu_uint8_path_agrees_with_the_torch_path():
+    """uint8 frames on the CPU go through OpenCV; float frames (and GPUs) through torch: the
+    same letterbox and normalisation, within one grey level of rounding."""
+    rng = np.random.default_rng(4)
+    frames = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8),
+              rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)]
+    fast, lbs = preprocess(frames, (320, 240))
+    ref, ref_lbs = preprocess([torch.from_numpy(f).float() for f in frames], (320, 240))
+    assert lbs == ref_lbs and fast.shape == ref.shape == (2, 3, 240, 320)
+    one_level = 1.0 / (255 * min(IMAGENET_STD))
+    assert float((fast - ref).abs().max()) <= one_level + 1e-5
+    assert float((fast - ref).abs().mean()) < 0.3 * one_level  # rounding: ~0.25 on average
