@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model config name or YAML (random weights; default %(default)s)")
     parser.add_argument("--model", help="checkpoint .pt, .onnx or .engine (overrides --config)")
     parser.add_argument("--backend", nargs="+", default=["torch", "onnxruntime"],
-                        help="backends to compare (torch onnxruntime tensorrt)")
+                        help="backends to compare (torch onnxruntime tensorrt), each optionally "
+                             "with its own precision: onnxruntime:int8 torch:bf16")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
                         help="fp16/bf16: torch, tensorrt; int8: onnxruntime on the CPU")
@@ -150,13 +151,13 @@ def bench_visuals(prediction: Any, frame: Any, iters: int) -> dict[str, dict[str
 
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:
-    head = f"{'backend':<14}" + "".join(
+    head = f"{'backend':<18}" + "".join(
         f"{s + ' med/p90/p99 ms':>30}" for s in STAGES) + f"{'fps':>8}"
     lines = [head, "-" * len(head)]
     for name, r in results.items():
         cells = "".join(
             f"{r[s]['median']:>12.2f}{r[s]['p90']:>9.2f}{r[s]['p99']:>9.2f}" for s in STAGES)
-        lines.append(f"{name:<14}{cells}{r['fps']:>8.1f}")
+        lines.append(f"{name:<18}{cells}{r['fps']:>8.1f}")
     names = list(results)
     if len(names) > 1:
         ref = names[0]
@@ -182,22 +183,25 @@ def run(args: argparse.Namespace) -> int:
     results: dict[str, dict[str, Any]] = {}
     frames = None
     visuals: dict[str, dict[str, float]] | None = None
-    for backend in args.backend:
+    for spec in args.backend:
+        backend, _, precision = spec.partition(":")
+        precision = precision or args.precision
         options: dict[str, Any] = {}
         if backend == "torch" and args.compile:
             options["compile"] = True
         if backend in ("onnxruntime", "onnx", "ort"):
             options["intra_op_threads"] = threads
-        label = backend + ("+compile" if options.get("compile") else "")
+        label = backend + ("+compile" if options.get("compile") else "") + \
+            (f":{precision}" if precision != args.precision else "")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 predictor = Predictor.load(
-                    model, backend=backend, device=args.device, precision=args.precision,
+                    model, backend=backend, device=args.device, precision=precision,
                     input_size=args.size, score_threshold=0.5, cache_dir=args.cache_dir,
                     **options)
         except RunnerError as exc:
-            print(f"{backend}: skipped: {exc}", file=sys.stderr)
+            print(f"{spec}: skipped: {exc}", file=sys.stderr)
             continue
         if frames is None:
             fw, fh = args.frame_size or predictor.input_size

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -218,10 +219,16 @@ def ort_int8_model(source: Path | bytes, path: Path) -> Path:
     if cached.is_file():
         return cached
     tmp = cached.with_name(f"{cached.name}.tmp{os.getpid()}")
-    # The fused Attention is a contrib op without shape inference: its outputs are float.
-    quantize_dynamic(onnx.load_from_string(data), tmp, weight_type=QuantType.QInt8,
-                     op_types_to_quantize=["MatMul", "Attention"],
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantiser logs advice for calibrated (static) runs
+    try:
+        # The fused Attention is a contrib op without shape inference: its outputs are float.
+        quantize_dynamic(onnx.load_from_string(data), tmp, weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul", "Attention"],
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    finally:
+        root.setLevel(level)
     os.replace(tmp, cached)
     return cached
 
