@@ -47,6 +47,11 @@ class NodeClient(Node):
         self.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
         self.create_subscription(VisionInfo, "vision_info", self.vision_info.append,
                                  QoSProfile(depth=1, durability=1))
+        # get_state last: see _handshake.
+        for srv_type, name in ((SetParameters, "set_parameters"), (ChangeState, "change_state"),
+                               (GetState, "get_state")):
+            self._service_clients[name] = self.create_client(srv_type, f"/{self.target}/{name}")
+        self._handshake_done = False
 
     def subscribe_features(self) -> None:
         self.create_subscription(FeatureMap, "features", self.features.append, 10)
@@ -65,16 +70,32 @@ class NodeClient(Node):
                         or (proc is not None and proc.poll() is not None), timeout)
         return self.image_pub.get_subscription_count() > 0
 
+    def _handshake(self, timeout: float) -> None:
+        """Until a get_state round trip works, so no response of the node's is lost.
+
+        wait_for_service sees the server from this side only. Fast DDS's server drops a
+        response when its writer has not yet matched the client's response reader (it waits
+        100 ms, then logs "client will not receive response"); on a loaded 2-core machine that
+        matching can lag by seconds. get_state is idempotent, so it is retried until it
+        answers; its client was created last, and discovery announces one participant's
+        readers in order, so an answer also means the earlier clients' readers are matched.
+        """
+        client = self._service_clients["get_state"]
+        deadline = time.monotonic() + timeout
+        assert client.wait_for_service(timeout_sec=timeout), "no service get_state"
+        while time.monotonic() < deadline:
+            future = client.call_async(GetState.Request())
+            if self.spin_until(future.done, min(2.0, max(0.0, deadline - time.monotonic()))):
+                self._handshake_done = True
+                return
+            client.remove_pending_request(future)
+        raise AssertionError(f"/{self.target} did not answer get_state in {timeout} s")
+
     def call(self, srv_type, name: str, request, timeout: float = 30.0):
-        client = self._service_clients.get(name)
-        if client is None:
-            client = self.create_client(srv_type, f"/{self.target}/{name}")
-            assert client.wait_for_service(timeout_sec=timeout), f"no service {name}"
-            # wait_for_service sees the server's endpoints from this side; the server's response
-            # writer may match this client's reader a moment later, and a response sent before
-            # that is lost (seen once in CI). Clients are kept, so this wait happens once.
-            self.spin_until(lambda: False, 0.5)
-            self._service_clients[name] = client
+        if not self._handshake_done:
+            self._handshake(timeout)
+        client = self._service_clients[name]
+        assert client.wait_for_service(timeout_sec=timeout), f"no service {name}"
         future = client.call_async(request)
         assert self.spin_until(future.done, timeout), f"no response from {name} in {timeout} s"
         return future.result()
