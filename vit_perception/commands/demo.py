@@ -34,6 +34,7 @@ def _step(n: int, text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import shutil
     import time
     from pathlib import Path
 
@@ -76,7 +77,10 @@ def run(args: argparse.Namespace) -> int:
     from vit_perception.runtime.predictor import Predictor
 
     predictor = Predictor.load(checkpoint, backend="torch", score_threshold=0.01)
-    result = replay_model(val_bag, predictor, classes=classes, out_bag=out / "predictions")
+    predictions = out / "predictions"
+    if predictions.is_dir():  # this demo's own output from an earlier run: replaced
+        shutil.rmtree(predictions)
+    result = replay_model(val_bag, predictor, classes=classes, out_bag=predictions)
     result.save_figures(out / "eval")
     m = result.metrics
     report = {k: m[k] for k in ("AP", "AP50", "AP75", "AR100", "fps")}
@@ -87,8 +91,11 @@ def run(args: argparse.Namespace) -> int:
     node_ap50 = None
     if not args.no_node:
         _step(4, "perception_node over the held-out frames through ROS 2 topics")
-        node_ap50, node_latency = _run_node(checkpoint, val_bag, classes, out)
-        report["node"] = {"AP50": node_ap50, "latency_ms": summarize(node_latency)}
+        node_ap50, node_latency, node_preds = _run_node(checkpoint, val_bag, classes, out)
+        report["node"] = {"AP50": node_ap50, "frames": len(node_preds),
+                          "answered": len(node_latency),
+                          "same_top_detection": _same_top(node_preds, result.predictions),
+                          "latency_ms": summarize(node_latency)}
 
     _step(5, "results")
     minutes = (time.monotonic() - t_start) / 60
@@ -100,7 +107,9 @@ def run(args: argparse.Namespace) -> int:
     if node_ap50 is not None:
         print(f"node AP50 {node_ap50:.3f}, end-to-end latency median "
               f"{report['node']['latency_ms']['median']:.1f} ms p90 "
-              f"{report['node']['latency_ms']['p90']:.1f} ms (lock-step: publish -> detections)")
+              f"{report['node']['latency_ms']['p90']:.1f} ms (lock-step: publish -> detections); "
+              f"best detection as the predictor's on {report['node']['same_top_detection']}/"
+              f"{report['node']['frames']} frames")
     print(f"annotated frames, PR curve: {out}/eval, {out}/node_frames; {minutes:.1f} min")
     return 0
 
@@ -135,4 +144,20 @@ def _run_node(checkpoint, val_bag, classes, out):
             cv2.imwrite(str(frame_dir / f"frame_{i:04d}.png"), cv2.cvtColor(drawn,
                                                                           cv2.COLOR_RGB2BGR))
     metrics = coco_metrics(gts, preds, names)
-    return metrics["AP50"], list(res.latency_ms.values())
+    return metrics["AP50"], list(res.latency_ms.values()), preds
+
+
+def _same_top(node_preds: list[dict], predictor_preds: list[dict], tol_px: float = 1.0) -> int:
+    """Frames whose best detection (label, box within `tol_px`) is the same from the node
+    and from the in-process predictor, or that both leave empty."""
+    import numpy as np
+
+    same = 0
+    for a, b in zip(node_preds, predictor_preds):
+        if len(a["scores"]) == 0 or len(b["scores"]) == 0:
+            same += len(a["scores"]) == len(b["scores"])
+            continue
+        i, j = int(np.argmax(a["scores"])), int(np.argmax(b["scores"]))
+        same += bool(a["labels"][i] == b["labels"][j]
+                     and np.abs(np.asarray(a["boxes"][i]) - b["boxes"][j]).max() <= tol_px)
+    return same
