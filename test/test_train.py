@@ -109,3 +109,28 @@ def test_corrupt_checkpoint_is_reported_with_its_path(bags, tmp_path, capsys, fl
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "error" in err
+
+
+def test_same_command_under_torchrun_trains_data_parallel(bags, tmp_path):
+    """Two CPU processes (gloo): each takes half the frames, rank 0 alone writes the run."""
+    import os
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "vit_perception", "train", "--train", bags[0], "--val", bags[1],
+           "--out", str(run_dir), "--epochs", "2", "--batch-size", "2", "--no-progress",
+           "--set", "input.width=96", "--set", "input.height=64", "--set", "train.threads=1",
+           "--set", "train.warmup_steps=0", "--set", "train.log_every_steps=1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout[proc.stdout.index("{"):])
+    # 8 frames, 2 ranks x batch 2: 2 steps an epoch (one process would take 4)
+    assert summary["steps"] == 4 and summary["stopped"] == "epochs", summary
+    assert sorted(_step_losses(run_dir)) == [1, 2, 3, 4]  # one row a step: rank 0 writes
+    epochs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in epochs] == [1.0, 2.0]
+    model, *_ = load_checkpoint(run_dir / "last.pt")
+    assert not any(k.startswith("module.") for k in model.state_dict())
