@@ -171,15 +171,19 @@ def _shape_dims(name: str, const: Any, producer: dict) -> list[int]:
 
 
 def _variant_path(path: Path, data: bytes, tag: str) -> Path:
-    """``<stem>.<hash of data>.<tag>.onnx`` next to ``path``: a derived file is rebuilt exactly
-    when its source changes."""
-    return path.with_name(f"{path.stem}.{hashlib.sha256(data).hexdigest()[:16]}.{tag}.onnx")
+    """``<stem>.<hash of data>.<tag>.onnx`` next to ``path`` (in the temporary directory where
+    that directory is read-only): a derived file is rebuilt exactly when its source changes."""
+    import tempfile
+
+    cached = path.with_name(f"{path.stem}.{hashlib.sha256(data).hexdigest()[:16]}.{tag}.onnx")
+    if not os.access(cached.parent, os.W_OK):
+        cached = Path(tempfile.gettempdir()) / cached.name
+    return cached
 
 
-def ort_cpu_model(path: Path) -> Path | bytes:
-    """The ONNX Runtime CPU variant of ``path`` (attention fused into contrib ops), cached next
-    to it as ``<name>.ort-cpu.onnx`` keyed by the source's hash; in memory where that directory
-    is read-only; ``path`` itself when nothing fuses."""
+def ort_cpu_model(path: Path) -> Path:
+    """The ONNX Runtime CPU variant of ``path`` (attention fused into contrib ops), cached as
+    ``<name>.<hash>.ort-cpu.onnx`` (``_variant_path``); ``path`` itself when nothing fuses."""
     import onnx
 
     data = path.read_bytes()
@@ -189,33 +193,25 @@ def ort_cpu_model(path: Path) -> Path | bytes:
     proto = onnx.load_from_string(data)
     if not fuse_attention(proto):
         return path
-    blob = proto.SerializeToString()
-    try:
-        tmp = cached.with_name(f"{cached.name}.tmp{os.getpid()}")
-        tmp.write_bytes(blob)
-        os.replace(tmp, cached)
-    except OSError:
-        return blob
+    tmp = cached.with_name(f"{cached.name}.tmp{os.getpid()}")
+    tmp.write_bytes(proto.SerializeToString())
+    os.replace(tmp, cached)
     return cached
 
 
-def ort_int8_model(source: Path | bytes, path: Path) -> Path:
+def ort_int8_model(source: Path, path: Path) -> Path:
     """``source`` (the file ``path`` or its fused CPU variant) with the weights of every MatMul
     and fused Attention quantised to int8 (ONNX Runtime dynamic quantisation: activations are
     quantised per run, so no calibration data is needed; VNNI/AMX int8 kernels on x86).
 
-    Cached next to ``path`` as ``<name>.<hash>.ort-int8.onnx`` (in the temporary directory
-    where that directory is read-only). Accuracy: see ``vit-perception eval --precision int8``.
+    Cached as ``<name>.<hash>.ort-int8.onnx`` (``_variant_path``). Accuracy: see
+    ``vit-perception eval --precision int8``.
     """
-    import tempfile
-
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    data = Path(source).read_bytes()
     cached = _variant_path(path, data, "ort-int8")
-    if not os.access(cached.parent, os.W_OK):
-        cached = Path(tempfile.gettempdir()) / cached.name
     if cached.is_file():
         return cached
     tmp = cached.with_name(f"{cached.name}.tmp{os.getpid()}")
@@ -312,12 +308,11 @@ class OnnxRunner(Runner):
         if self.precision == "int8" and providers != [PROVIDERS["cpu"]]:
             raise RunnerError("onnxruntime: int8 runs on the CPU provider only")
         try:
-            model: Path | bytes = ort_cpu_model(self.path) if fuse else self.path
+            model = ort_cpu_model(self.path) if fuse else self.path
             if self.precision == "int8":
                 model = ort_int8_model(model, self.path)
             self.session = ort.InferenceSession(
-                model if isinstance(model, bytes) else str(model),
-                session_options(self.intra_op_threads, self.allow_spinning),
+                str(model), session_options(self.intra_op_threads, self.allow_spinning),
                 providers=providers, provider_options=opts,
             )
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
