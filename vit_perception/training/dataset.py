@@ -140,14 +140,14 @@ def to_model_input(image: Tensor, boxes: Tensor, labels: Tensor, size: tuple[int
                    std) -> tuple[Tensor, dict]:
     """uint8 ``[3, h, w]`` + xyxy pixel boxes -> the runtime's letterboxed, normalised input and
     the target in normalised cxcywh of that input."""
+    from vit_perception.models.box_ops import box_xyxy_to_cxcywh
     from vit_perception.models.preprocess import preprocess
 
     frame = image.permute(1, 2, 0)
     x, (lb,) = preprocess([frame], size, mean, std, "cpu")
-    b = lb.to_input(boxes.float().reshape(-1, 4))
     w, h = size
-    cxcywh = torch.stack(((b[:, 0] + b[:, 2]) / 2 / w, (b[:, 1] + b[:, 3]) / 2 / h,
-                          (b[:, 2] - b[:, 0]) / w, (b[:, 3] - b[:, 1]) / h), dim=-1)
+    b = box_xyxy_to_cxcywh(lb.to_input(boxes.float().reshape(-1, 4)))
+    cxcywh = b / b.new_tensor([w, h, w, h])
     return x[0], {"labels": labels.long(), "boxes": cxcywh.clamp(0, 1).float()}
 
 

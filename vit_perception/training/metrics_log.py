@@ -10,17 +10,23 @@ from pathlib import Path
 EPOCH_FIELDS = ("minutes", "epoch", "step", "loss", "lr", "AP", "AP50", "AP75", "best")
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a ``.jsonl`` log ([] when absent), skipping a line cut by a kill."""
+    if not Path(path).is_file():
+        return []
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
 def _truncate_jsonl(path: Path, keep) -> list[dict]:
     if not path.is_file():
         return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:  # a line cut by a kill
-            continue
-        if keep(row):
-            rows.append(row)
+    rows = [row for row in read_jsonl(path) if keep(row)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return rows
 

@@ -14,14 +14,12 @@ def param_groups(model: nn.Module, lr: float, backbone_lr_mult: float,
                  weight_decay: float) -> list[dict]:
     """Up to four groups (backbone / head x decay / no decay) of the trainable parameters."""
     groups: dict[tuple[bool, bool], list] = {}
-    names: dict[tuple[bool, bool], list[str]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         backbone = name.startswith("backbone.")
         no_decay = p.ndim <= 1 or any(k in name for k in NO_DECAY_NAMES)
         groups.setdefault((backbone, no_decay), []).append(p)
-        names.setdefault((backbone, no_decay), []).append(name)
     out = []
     for (backbone, no_decay), params in sorted(groups.items()):
         base = lr * (backbone_lr_mult if backbone else 1.0)

@@ -42,7 +42,6 @@ TRAIN_DEFAULTS: dict = {
     "eval_every": 1,  # epochs
     "eval_score_threshold": 0.01,
     "eval_max_detections": 100,
-    "best_metric": "AP50",  # best.pt: highest val AP50, ties broken by AP
     "checkpoint_every_steps": 0,  # 0 = off; last.pt is also written every checkpoint_every_s
     "checkpoint_every_s": 120.0,
     "cache_max_mb": 4096,  # decoded frames above this go to a disk cache (RUN_DIR/cache)

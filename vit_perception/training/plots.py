@@ -8,20 +8,14 @@ from pathlib import Path
 
 def plot_curves(epochs: list[dict], steps_path: Path, out: Path) -> Path:
     """Draw the loss (per logged step and per epoch) and mAP curves; written atomically."""
-    import json
-
     import matplotlib
+
+    from vit_perception.training.metrics_log import read_jsonl
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = []
-    if Path(steps_path).is_file():
-        for line in Path(steps_path).read_text().splitlines():
-            try:
-                steps.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    steps = read_jsonl(steps_path)
     fig, (ax_loss, ax_ap) = plt.subplots(1, 2, figsize=(11, 4))
     if steps:
         ax_loss.plot([r["minutes"] for r in steps], [r["loss"] for r in steps], lw=0.8,

@@ -20,16 +20,15 @@ def repeat_factors(labels: Sequence[np.ndarray], num_classes: int,
                    threshold: float) -> np.ndarray:
     """LVIS repeat factors: ``r(img) = max over its classes c of max(1, sqrt(t / f(c)))`` where
     ``f(c)`` is the fraction of frames containing class ``c``."""
-    n = max(len(labels), 1)
+    present = [set(np.asarray(lab).tolist()) for lab in labels]
     freq = np.zeros(max(num_classes, 1))
-    for lab in labels:
-        for c in set(np.asarray(lab).tolist()):
+    for classes in present:
+        for c in classes:
             freq[c] += 1
-    freq /= n
+    freq /= max(len(labels), 1)
     per_class = np.where(freq > 0, np.maximum(1.0, np.sqrt(threshold / np.maximum(freq, 1e-12))),
                          1.0)
-    return np.asarray([max((per_class[c] for c in set(np.asarray(lab).tolist())), default=1.0)
-                       for lab in labels])
+    return np.asarray([max((per_class[c] for c in classes), default=1.0) for classes in present])
 
 
 class ResumableSampler(torch.utils.data.Sampler):
