@@ -1,0 +1,95 @@
+"""Self-distillation (DINO) hyper-parameters: the config's ``pretrain:`` section over defaults.
+
+Every key can be set in a model config's ``pretrain:`` section or with
+``--set pretrain.KEY=VALUE``; the command-line flags of ``vit-perception pretrain`` (``--epochs``,
+``--batch-size``, ``--lora``, ...) write into the same section, so the resolved
+``RUN_DIR/config.yaml`` holds exactly what the run used.
+
+The defaults are chosen for the tiny configs on a small CPU (few prototypes, small crops, a
+fast-moving teacher); the DINO paper's ViT-S/16 values are given in the comments.
+"""
+
+from __future__ import annotations
+
+import copy
+
+PRETRAIN_DEFAULTS: dict = {
+    "epochs": 100,
+    "batch_size": 16,  # frames per process per step (each gives 2 global + local_crops crops)
+    "workers": 0,
+    "samples_per_epoch": None,  # None: one pass over the frames
+    # multi-crop (sizes are pixels, square; scales are fractions of the frame area)
+    "global_size": 96,  # DINO: 224
+    "local_size": 48,  # DINO: 96
+    "global_scale": [0.35, 1.0],  # DINO: [0.4, 1.0] (0.25 with many local crops)
+    "local_scale": [0.08, 0.35],  # DINO: [0.05, 0.4]
+    "local_crops": 4,  # DINO: 6-10
+    "augment": {
+        "hflip": 0.5,
+        "color_jitter": 0.8,  # probability; strengths below
+        "brightness": 0.4,
+        "contrast": 0.4,
+        "saturation": 0.2,
+        "hue": 0.1,
+        "grayscale": 0.2,
+        "blur_global": [1.0, 0.1],  # blur probability for the first and second global view
+        "blur_local": 0.5,
+        "blur_sigma": [0.1, 2.0],
+        "solarize_global": [0.0, 0.2],  # solarisation probability per global view
+    },
+    # projection head (DINOHead): MLP -> bottleneck -> L2 norm -> weight-normalised prototypes
+    "out_dim": 1024,  # K prototypes; DINO: 65536
+    "hidden_dim": 512,  # DINO: 2048
+    "bottleneck_dim": 128,  # DINO: 256
+    "head_layers": 3,
+    "norm_last_layer": True,  # weight-norm gain fixed at 1 (DINO's stable choice for ViT)
+    "freeze_last_layer_steps": 100,  # last layer frozen this many steps (DINO: first epoch)
+    # temperatures: teacher sharper than the student, warmed up from teacher_temp_warmup_start
+    "student_temp": 0.1,
+    "teacher_temp": 0.04,  # DINO: 0.04-0.07
+    "teacher_temp_warmup_start": 0.04,
+    "teacher_temp_warmup_steps": 300,
+    "center_momentum": 0.9,
+    # teacher EMA momentum on a cosine schedule from momentum_start to momentum_end
+    "momentum_start": 0.99,  # DINO: 0.996 (slower teacher for long runs)
+    "momentum_end": 1.0,
+    # optimiser (AdamW), lr scaled linearly with the global batch: lr * batch / 256
+    "lr": 5.0e-4,
+    "min_lr": 1.0e-6,
+    "warmup_steps": 100,
+    "weight_decay": 0.04,
+    "weight_decay_end": 0.4,  # cosine schedule of the weight decay
+    "clip_grad": 3.0,  # 0 = off
+    "amp": "auto",  # auto | bf16 | fp16 | off (CUDA only)
+    # iBOT-style masked patch-token loss (DINOv2): 0 = off
+    "ibot_weight": 0.0,
+    "ibot_out_dim": 1024,  # prototypes of the patch head
+    "ibot_mask_ratio": [0.1, 0.5],  # fraction of the patches masked, drawn per image
+    "ibot_mask_prob": 0.5,  # fraction of the global views that are masked at all
+    "ibot_separate_head": True,  # False: patch tokens share the [CLS] head
+    # parameter-efficient continuation (ExPLoRA): LoRA on every block, last N blocks unfrozen
+    "lora_rank": 0,
+    "lora_alpha": None,  # None: equal to the rank
+    "unfreeze_blocks": 0,
+    # collapse detection: stop when the teacher's entropy stays below collapse_entropy_low
+    # (one prototype) or above collapse_entropy_high (uniform; fractions of log K) with the
+    # student-teacher KL under collapse_kl for collapse_patience consecutive steps
+    "collapse_entropy_low": 0.05,
+    "collapse_entropy_high": 0.98,
+    "collapse_kl": 1.0e-3,
+    "collapse_patience": 50,
+    "collapse_after_steps": 0,  # no detection before this step (0: from the start)
+    "checkpoint_every_s": 120.0,
+    "checkpoint_every_steps": 0,
+    "cache_max_mb": 4096,
+    "seed": 0,
+    "threads": 0,
+    "log_every_steps": 10,
+}
+
+
+def pretrain_options(cfg: dict) -> dict:
+    """``cfg["pretrain"]`` merged over ``PRETRAIN_DEFAULTS`` (nested ``augment`` merged too)."""
+    from vit_perception.config import deep_merge
+
+    return deep_merge(copy.deepcopy(PRETRAIN_DEFAULTS), cfg.get("pretrain") or {})
