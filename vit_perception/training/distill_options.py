@@ -1,0 +1,40 @@
+"""Distillation hyper-parameters: the config's ``distill:`` section merged over these defaults.
+
+``vit-perception distill`` trains a student detector (its ``train:`` section as for ``train``)
+against a teacher checkpoint. Every key can be set with ``--set distill.KEY=VALUE``;
+``--temperature`` writes ``distill.temperature``. The resolved ``RUN_DIR/config.yaml`` holds
+what the run used.
+"""
+
+from __future__ import annotations
+
+import copy
+
+DISTILL_DEFAULTS: dict = {
+    "temperature": 2.0,  # T: softmax(logits / T) for teacher and student; KL scaled by T^2
+    "teacher_threshold": 0.5,  # teacher predictions with max class prob >= this become targets
+    # loss weights (each term is logged separately under its own name)
+    "loss_gt": 1.0,  # the ordinary set loss (model config's loss: section) on labelled frames
+    "loss_kd_ce": 1.0,  # T^2 * KL(teacher || student) on queries matched to teacher targets
+    "loss_kd_noobj": 1.0,  # cross-entropy to "no object" of the unmatched student queries
+    "kd_noobj_coef": 0.1,  # per-query weight of unmatched vs matched queries (DETR's eos_coef)
+    "loss_kd_bbox": 5.0,  # L1 between matched student boxes and teacher boxes
+    "loss_kd_giou": 2.0,  # 1 - GIoU between the same pairs
+    "loss_feat_cos": 1.0,  # 1 - cosine between translated student and teacher patch features
+    "loss_feat_l1": 1.0,  # smooth-L1 between the same (teacher features standardised per cell)
+    "kd_aux": True,  # distil every decoder layer's predictions (aux_outputs), not only the last
+    "translator": {
+        "hidden_dim": 256,  # 1x1 conv student channels -> hidden, GELU, 3x3 conv -> teacher's
+        "kernel_size": 3,
+    },
+    "teacher_amp": "auto",  # auto (bf16 on CUDA where supported, fp16 other CUDA; off on CPU)
+    #                         | bf16 (also on CPU) | fp16 (CUDA) | off
+    "unlabelled_repeat": 1,  # how many times each unlabelled frame is sampled per epoch
+}
+
+
+def distill_options(cfg: dict) -> dict:
+    """``cfg["distill"]`` merged over ``DISTILL_DEFAULTS`` (nested ``translator`` merged too)."""
+    from vit_perception.config import deep_merge
+
+    return deep_merge(copy.deepcopy(DISTILL_DEFAULTS), cfg.get("distill") or {})
