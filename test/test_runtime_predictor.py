@@ -156,29 +156,3 @@ def test_onnxruntime_cpu_copy_fuses_attention_and_leaves_the_export_plain(tiny):
         for runner in (on, off):
             for name, (abs_err, rel_err) in compare_outputs(want, runner.infer(x)).items():
                 assert rel_err < 1e-4 and abs_err < 1e-3, (name, abs_err, rel_err)
-
-
-def test_onnxruntime_int8_weights_are_quantised_cached_and_close(tiny):
-    """precision int8: a cached copy whose MatMul/Attention weights are int8; the backbone
-    features stay within a few percent of fp32; the exported file is untouched."""
-    import onnx
-
-    from vit_perception.runtime.base import RunnerError
-    from vit_perception.runtime.onnx_runner import ort_cpu_model, ort_int8_model
-
-    net, _post, meta, path = tiny
-    before = path.read_bytes()
-    q = ort_int8_model(ort_cpu_model(path), path)
-    assert q.name.endswith(".ort-int8.onnx") and path.read_bytes() == before
-    assert ort_int8_model(ort_cpu_model(path), path) == q  # cached
-    ops = {n.op_type for n in onnx.load(str(q)).graph.node}
-    assert {"DynamicQuantizeMatMul", "MatMulInteger", "QAttention"} & ops, sorted(ops)
-    w, h = meta.input_size
-    x = {"images": torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(5))}
-    with OnnxRunner(path) as fp32, OnnxRunner(path, precision="int8") as int8:
-        a, b = fp32.infer(x), int8.infer(x)
-    for name in ("features", "embedding"):
-        rel = float((a[name] - b[name]).norm() / a[name].norm())
-        assert 0 < rel < 0.05, (name, rel)  # quantised (not identical), yet close
-    with pytest.raises(RunnerError, match="precision"):
-        OnnxRunner(path, precision="fp16")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import re
 from collections.abc import Sequence
@@ -199,36 +198,6 @@ def ort_cpu_model(path: Path) -> Path:
     return cached
 
 
-def ort_int8_model(source: Path, path: Path) -> Path:
-    """``source`` (the file ``path`` or its fused CPU variant) with the weights of every MatMul
-    and fused Attention quantised to int8 (ONNX Runtime dynamic quantisation: activations are
-    quantised per run, so no calibration data is needed; VNNI/AMX int8 kernels on x86).
-
-    Cached as ``<name>.<hash>.ort-int8.onnx`` (``_variant_path``). Accuracy: see
-    ``vit-perception eval --precision int8``.
-    """
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    data = Path(source).read_bytes()
-    cached = _variant_path(path, data, "ort-int8")
-    if cached.is_file():
-        return cached
-    tmp = cached.with_name(f"{cached.name}.tmp{os.getpid()}")
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantiser logs advice for calibrated (static) runs
-    try:
-        # The fused Attention is a contrib op without shape inference: its outputs are float.
-        quantize_dynamic(onnx.load_from_string(data), tmp, weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul", "Attention"],
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    finally:
-        root.setLevel(level)
-    os.replace(tmp, cached)
-    return cached
-
-
 class OnnxRunner(Runner):
     """Run an ONNX file in ONNX Runtime.
 
@@ -237,7 +206,8 @@ class OnnxRunner(Runner):
     (``io_binding=True``, the default there); on CPU outputs are wrapped without a copy.
     ``fuse_attention`` (default: on for CPU-only providers) runs a copy of the file with the ViT
     attention fused into ONNX Runtime's ``Attention`` op (``ort_cpu_model``); ``precision``
-    ``int8`` runs a copy with int8 weights (``ort_int8_model``, CPU only). The file itself is
+    ``int8`` runs a copy with int8 weights (``quantize.ort_int8_model``, CPU only; 7-bit
+    weights unless the CPU has VNNI/AMX, ``int8_reduce_range`` overrides). The file itself is
     never changed.
     """
 
@@ -254,12 +224,14 @@ class OnnxRunner(Runner):
         allow_spinning: bool = False,
         fuse_attention: bool | None = None,
         precision: str = "fp32",
+        int8_reduce_range: bool | None = None,
     ) -> None:
         super().__init__()
         if precision not in ("fp32", "int8"):
             raise RunnerError(f"onnxruntime: precision {precision!r} not in ['fp32', 'int8'] "
                               "(the exported graph is fp32; use tensorrt or torch for fp16/bf16)")
         self.precision = precision
+        self.int8_reduce_range = int8_reduce_range
         self.path = Path(path)
         if not self.path.is_file():
             raise RunnerError(f"onnxruntime: model file not found: {self.path}")
@@ -271,6 +243,7 @@ class OnnxRunner(Runner):
         self.allow_spinning = allow_spinning
         self.fuse_attention = fuse_attention
         self.session: Any = None
+        self.model_file: Path | None = None  # the file the session runs (a derived copy or path)
         self._fixed_batch: int | None = None
 
     @property
@@ -310,7 +283,10 @@ class OnnxRunner(Runner):
         try:
             model = ort_cpu_model(self.path) if fuse else self.path
             if self.precision == "int8":
-                model = ort_int8_model(model, self.path)
+                from vit_perception.runtime.quantize import ort_int8_model
+
+                model = ort_int8_model(model, self.path, self.int8_reduce_range)
+            self.model_file = Path(model)
             self.session = ort.InferenceSession(
                 str(model), session_options(self.intra_op_threads, self.allow_spinning),
                 providers=providers, provider_options=opts,
