@@ -118,15 +118,13 @@ class DetectionTrainer(RunTrainer):
 
     def build_data(self) -> None:
         from vit_perception.training.augment import Augment
-        from vit_perception.training.dataset import DetectionDataset, collate, load_frames
+        from vit_perception.training.dataset import collate, load_frames
         from vit_perception.training.sampler import ResumableSampler, repeat_factors
 
         o, classes = self.opts, self.cfg["classes"]
         cache = self.out / "cache" / f"rank{self.dist.rank}"
         t0 = time.perf_counter()
-        self.train_samples = load_frames(self.train_bags, classes, self.image_topic,
-                                         self.labels_topic, float(o["cache_max_mb"]),
-                                         cache / "train")
+        self.train_samples = self.load_train_frames(cache / "train")
         self.val_samples = load_frames(self.val_bags, classes, self.image_topic,
                                        self.labels_topic, float(o["cache_max_mb"]),
                                        cache / "val")
@@ -138,14 +136,27 @@ class DetectionTrainer(RunTrainer):
             len(self.train_samples), mode=str(o["sampler"]), factors=factors,
             samples_per_epoch=o.get("samples_per_epoch"), seed=int(o["seed"]),
             rank=self.dist.rank, world_size=self.dist.world_size)
-        dataset = DetectionDataset(self.train_samples, self.size, self.mean, self.std,
-                                   Augment.from_options(o["augment"], self.mean))
+        dataset = self.make_dataset(self.train_samples,
+                                    Augment.from_options(o["augment"], self.mean))
         workers = int(o["workers"])
         self.loader = torch.utils.data.DataLoader(
             dataset, batch_size=int(o["batch_size"]), sampler=self.sampler, num_workers=workers,
             collate_fn=collate, pin_memory=self.device.type == "cuda",
             persistent_workers=False)
         self.steps_per_epoch = math.ceil(self.sampler.per_rank() / int(o["batch_size"]))
+
+    def load_train_frames(self, cache_dir: Path) -> list:
+        """The training frames (``dataset.Sample``; distillation adds unlabelled ones)."""
+        from vit_perception.training.dataset import load_frames
+
+        return load_frames(self.train_bags, self.cfg["classes"], self.image_topic,
+                           self.labels_topic, float(self.opts["cache_max_mb"]), cache_dir)
+
+    def make_dataset(self, samples: list, augment) -> torch.utils.data.Dataset:
+        """``dataset[(index, seed)] -> (image, target)`` over ``samples``."""
+        from vit_perception.training.dataset import DetectionDataset
+
+        return DetectionDataset(samples, self.size, self.mean, self.std, augment)
 
     # ------------------------------------------------------------------ state
     def state_objects(self) -> dict:
