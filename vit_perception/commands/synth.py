@@ -29,7 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
     parser.add_argument("--size", type=_size, default=(640, 480), help="WxH (640x480)")
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
-    parser.add_argument("--classes", type=int, default=4, help="number of object classes, 1-8 (4)")
+    parser.add_argument("--style", choices=("lab", "photo"), default="lab",
+                        help="lab: coloured objects (default); photo: marks that differ only in "
+                             "shape on photographs and textures, with distractors, lighting and "
+                             "blur changes")
+    parser.add_argument("--classes", type=int, default=4,
+                        help="number of object classes: 1-8 for lab, 1-10 for photo (4)")
     parser.add_argument("--compressed", action="store_true",
                         help="JPEG sensor_msgs/CompressedImage instead of rgb8 Image")
     parser.add_argument("--objects-per-frame", type=_range, default=(1, 4), metavar="MIN-MAX",
@@ -37,18 +42,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
     import time
 
     from vit_perception.data.synth import class_names, write_synthetic_bag
+
+    try:
+        names = class_names(args.classes, args.style)
+    except ValueError as exc:
+        print(f"vit-perception synth: error: {exc}", file=sys.stderr)
+        return 2
 
     t0 = time.perf_counter()
     path = write_synthetic_bag(
         args.out_bag, frames=args.frames, seed=args.seed, size=args.size,
         storage=args.storage, num_classes=args.classes, compressed=args.compressed,
-        objects_per_frame=args.objects_per_frame,
+        objects_per_frame=args.objects_per_frame, style=args.style,
     )
     w, h = args.size
-    print(f"wrote {path}: {args.frames} frames {w}x{h} ({args.storage}"
+    print(f"wrote {path}: {args.frames} frames {w}x{h} ({args.style} style, {args.storage}"
           f"{', compressed' if args.compressed else ''}), classes "
-          f"{', '.join(sorted(class_names(args.classes)))} in {time.perf_counter() - t0:.1f} s")
+          f"{', '.join(sorted(names))} in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -17,9 +17,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vit_perception.data.synth_photo import PhotoScene, photo_class_names
+
 FRAME_ID = "camera_optical_frame"
 START_NS = 1_700_000_000 * 1_000_000_000
 RATE_HZ = 30.0
+STYLES = ("lab", "photo")
 
 # name, RGB colour, shape
 CLASS_LIBRARY: list[tuple[str, tuple[int, int, int], str]] = [
@@ -34,8 +37,10 @@ CLASS_LIBRARY: list[tuple[str, tuple[int, int, int], str]] = [
 ]
 
 
-def class_names(num_classes: int) -> list[str]:
-    """Names of the first `num_classes` synthetic classes (1..8), in library order."""
+def class_names(num_classes: int, style: str = "lab") -> list[str]:
+    """Names of the first `num_classes` synthetic classes of `style`, in library order."""
+    if style == "photo":
+        return photo_class_names(num_classes)
     if not 1 <= num_classes <= len(CLASS_LIBRARY):
         raise ValueError(f"--classes must be 1..{len(CLASS_LIBRARY)}, got {num_classes}")
     return [c[0] for c in CLASS_LIBRARY[:num_classes]]
@@ -317,19 +322,28 @@ def write_synthetic_bag(
     objects_per_frame: tuple[int, int] = (1, 4),
     image_topic: str = "/camera/image_raw",
     labels_topic: str = "/labels",
+    style: str = "lab",
 ) -> Path:
-    """Write a synthetic lab bag to `out` (a new directory); returns its path.
+    """Write a synthetic bag to `out` (a new directory); returns its path.
 
-    `size` is (width, height). Also writes `out/classes.txt` (sorted class names).
+    `size` is (width, height). Also writes `out/classes.txt` (sorted class names). `style`:
+    "lab" (coloured objects, `SyntheticScene`) or "photo" (marks that differ only in shape on
+    photographs and textures, `synth_photo.PhotoScene`).
     """
     from vit_perception.data.bag_writer import BagWriter
 
     out = Path(out)
     width, height = size
-    scene = SyntheticScene(width, height, num_classes, seed, objects_per_frame)
+    scene: SyntheticScene | PhotoScene
+    if style == "lab":
+        scene = SyntheticScene(width, height, num_classes, seed, objects_per_frame)
+    elif style == "photo":
+        scene = PhotoScene(width, height, num_classes, seed, objects_per_frame)
+    else:
+        raise ValueError(f"unknown synth style {style!r} (expected one of {', '.join(STYLES)})")
     names = scene.names
     with BagWriter(out, storage) as bag:
-        bag.write_vision_info("/vision_info", stamp_ns(0), FRAME_ID, "synthetic lab objects",
+        bag.write_vision_info("/vision_info", stamp_ns(0), FRAME_ID, f"synthetic {style} objects",
                               "classes.txt:" + ",".join(sorted(names)), 1)
         for i in range(frames):
             image, boxes, labels = scene.render(i)

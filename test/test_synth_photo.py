@@ -1,0 +1,113 @@
+"""synth --style photo: deterministic, shape-only classes (no colour cue), boxes inside frames,
+photographs used when bundled and textures when not, JPEG bags readable by read_frames."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from vit_perception.cli import main
+from vit_perception.data import synth_photo
+from vit_perception.data.bags import bag_topics, read_frames
+from vit_perception.data.synth import SyntheticScene, stamp_ns
+from vit_perception.data.synth_photo import PHOTO_CLASSES, PhotoScene
+
+
+def _class_mean_colours(scene, frames: int) -> np.ndarray:
+    """Mean RGB inside the boxes of each class over `frames` frames: `[classes, 3]`."""
+    sums: dict[int, list[np.ndarray]] = {}
+    for i in range(frames):
+        img, boxes, labels = scene.render(i)
+        for (x1, y1, x2, y2), k in zip(boxes.astype(int), labels):
+            sums.setdefault(int(k), []).append(img[y1:y2, x1:x2].reshape(-1, 3).mean(0))
+    assert len(sums) == len(scene.names)  # every class appears
+    return np.array([np.mean(sums[k], axis=0) for k in sorted(sums)])
+
+
+def test_photo_scene_deterministic_boxes_inside_and_every_class():
+    kw = dict(scene_length=(2, 4))
+    a, b = PhotoScene(160, 128, 10, seed=3, **kw), PhotoScene(160, 128, 10, seed=3, **kw)
+    c = PhotoScene(160, 128, 10, seed=4, **kw)
+    seen, differs = set(), False
+    for i in range(120):
+        ia, ba, la = a.render(i)
+        ib, bb, lb = b.render(i)
+        ic, _, _ = c.render(i)
+        np.testing.assert_array_equal(ia, ib)
+        np.testing.assert_array_equal(ba, bb)
+        np.testing.assert_array_equal(la, lb)
+        differs |= not np.array_equal(ia, ic)
+        assert ia.shape == (128, 160, 3) and ia.dtype == np.uint8
+        assert (ba[:, :2] >= 0).all() and (ba[:, 2] <= 160).all() and (ba[:, 3] <= 128).all()
+        assert (ba[:, 2:] > ba[:, :2]).all()
+        seen.update(la.tolist())
+    assert differs  # another seed gives other frames
+    assert seen == set(range(10))
+
+
+def test_photo_scene_marks_differ_only_in_shape():
+    # one scene per frame: every frame's marks are independent draws
+    photo = _class_mean_colours(PhotoScene(160, 128, 8, seed=1, scene_length=(1, 1)), 300)
+    lab = _class_mean_colours(SyntheticScene(160, 128, 8, seed=1, scene_length=(1, 2)), 300)
+    spread = lambda m: np.abs(m[:, None] - m[None]).max()  # noqa: E731
+    assert spread(lab) > 80  # the lab style's classes are told apart by colour ...
+    assert spread(photo) < 30  # ... the photo style's are not
+
+
+def test_photo_scene_mark_scale_range():
+    scene = PhotoScene(240, 180, 10, seed=2, scene_length=(1, 1))
+    sides = []
+    for i in range(150):
+        _, boxes, _ = scene.render(i)
+        full = boxes[(boxes[:, 0] > 0) & (boxes[:, 1] > 0) & (boxes[:, 2] < 240)
+                     & (boxes[:, 3] < 180)]  # marks cut by the frame edge say nothing
+        sides += np.maximum(full[:, 2] - full[:, 0], full[:, 3] - full[:, 1]).tolist()
+    sides_frac = np.asarray(sides) / 180
+    # longer side 3-30% of the short side (rotation can grow the bounds by up to sqrt(2))
+    assert sides_frac.min() >= 0.02 and sides_frac.max() <= 0.30 * 1.45
+    assert (sides_frac < 0.06).any() and (sides_frac > 0.2).any()
+
+
+def test_photographs_bundled_and_absence_handled(monkeypatch):
+    synth_photo.photographs.cache_clear()
+    try:
+        monkeypatch.setattr(synth_photo, "PHOTOGRAPHS", ["astronaut", "no_such_photograph"])
+        photos = synth_photo.photographs()
+        assert len(photos) == 1 and photos[0].shape[2] == 3 and photos[0].dtype == np.uint8
+        synth_photo.photographs.cache_clear()
+        monkeypatch.setitem(sys.modules, "skimage.data", None)  # scikit-image not installed
+        assert synth_photo.photographs() == ()
+        img, boxes, _ = PhotoScene(96, 64, 3, seed=0).render(0)  # textures only
+        assert img.shape == (64, 96, 3) and boxes.shape[1] == 4
+    finally:
+        synth_photo.photographs.cache_clear()
+
+
+def test_cli_photo_style_jpeg_bag(tmp_path):
+    out = tmp_path / "bag"
+    assert main(["synth", str(out), "--style", "photo", "--frames", "6", "--size", "128x96",
+                 "--classes", "10", "--compressed", "--seed", "1"]) == 0
+    topics = bag_topics(out)
+    assert topics["/camera/image_raw"] == "sensor_msgs/msg/CompressedImage"
+    assert topics["/labels"] == "vision_msgs/msg/Detection2DArray"
+    assert (out / "classes.txt").read_text().split() == sorted(PHOTO_CLASSES)
+    frames = list(read_frames(out, classes=out / "classes.txt"))
+    assert [f.stamp_ns for f in frames] == [stamp_ns(i) for i in range(6)]
+    assert all(f.labelled and f.image.shape == (96, 128, 3) for f in frames)
+    assert sum(len(f.boxes) for f in frames) > 0
+    assert set(n for f in frames for n in f.class_names) <= set(PHOTO_CLASSES)
+
+
+def test_cli_photo_style_rejects_too_many_classes(tmp_path, capsys):
+    assert main(["synth", str(tmp_path / "bag"), "--style", "photo", "--classes", "11"]) == 2
+    assert "1..10" in capsys.readouterr().err
+    assert not (tmp_path / "bag").exists()
+
+
+@pytest.mark.parametrize("style", ["lab", "photo"])
+def test_class_names_by_style(style):
+    from vit_perception.data.synth import class_names
+
+    assert len(class_names(3, style)) == 3
