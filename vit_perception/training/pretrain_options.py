@@ -79,6 +79,7 @@ PRETRAIN_DEFAULTS: dict = {
     "collapse_kl": 1.0e-3,
     "collapse_patience": 50,
     "collapse_after_steps": 0,  # no detection before this step (0: from the start)
+    "eval_every": 1,  # epochs between epoch rows / curves / backbone.pt (no validation set)
     "checkpoint_every_s": 120.0,
     "checkpoint_every_steps": 0,
     "cache_max_mb": 4096,

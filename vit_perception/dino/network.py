@@ -1,0 +1,168 @@
+"""Backbone + projection heads, run over multi-crop views; the teacher as an EMA of the student.
+
+``DINONetwork`` wraps the config's backbone (ViT or Swin): the image-level embedding ([CLS] for
+a ViT, the pooled last-stage feature for Swin) goes through the DINO head; with iBOT on, the
+ViT's patch tokens go through a patch head and masked patches are replaced by a learned mask
+token before the transformer blocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vit_perception.dino.head import DINOHead
+
+
+def is_vit(backbone: nn.Module) -> bool:
+    return hasattr(backbone, "blocks") and hasattr(backbone, "patch_embed")
+
+
+def vit_tokens(vit: nn.Module, x: Tensor, masks: Tensor | None = None,
+               mask_token: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """A ViT's final normalised tokens: ``([CLS] [B, D], patches [B, h*w, D])``.
+
+    ``masks [B, h*w]`` (True = masked) replaces those patch embeddings by ``mask_token [1, D]``
+    before the positional embedding is added. Sides that are not patch multiples are padded, as
+    the backbone's own forward does.
+    """
+    b, _, height, width = x.shape
+    p = vit.patch_size
+    pad_h, pad_w = (-height) % p, (-width) % p
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h))
+    grid = ((height + pad_h) // p, (width + pad_w) // p)
+    tokens = vit.patch_embed(x)
+    if masks is not None and mask_token is not None:
+        tokens = torch.where(masks[..., None], mask_token.to(tokens.dtype), tokens)
+    pos = vit.pos_embed_for(grid)
+    parts = [vit.cls_token.expand(b, -1, -1) + pos[:, :1]]
+    if vit.num_registers:
+        parts.append(vit.register_tokens.expand(b, -1, -1))
+    parts.append(tokens + pos[:, 1:])
+    h = torch.cat(parts, dim=1)
+    for blk in vit.blocks:
+        h = blk(h)
+    h = vit.norm(h)
+    return h[:, 0], h[:, 1 + vit.num_registers:]
+
+
+def backbone_tokens(backbone: nn.Module, x: Tensor, masks: Tensor | None = None,
+                    mask_token: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``(embedding [B, D], patch tokens [B, n, D])`` for a ViT or a Swin backbone."""
+    if is_vit(backbone):
+        return vit_tokens(backbone, x, masks, mask_token)
+    out = backbone(x)
+    return out["embedding"], out["features"].flatten(2).transpose(1, 2)
+
+
+class DINONetwork(nn.Module):
+    """Backbone + DINO head (+ iBOT patch head and mask token).
+
+    ``forward(views, masks)``: ``views`` is a list of ``[B, 3, S, S]`` batches (same-size views
+    run through the backbone together); ``masks`` (optional) a list of ``[B, h*w]`` bools for
+    the first views. Returns ``cls [V*B, K]`` (view-major) and, with a patch head,
+    ``patch [G*B, n, K2]`` for the first ``len(masks)`` (or 2) views.
+    """
+
+    def __init__(self, backbone: nn.Module, head: DINOHead, patch_head: nn.Module | None = None,
+                 share_head: bool = False):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.patch_head = patch_head
+        self.share_head = share_head
+        self.mask_token = None
+        if patch_head is not None or share_head:
+            dim = int(backbone.out_channels)
+            self.mask_token = nn.Parameter(torch.zeros(1, dim))
+
+    @property
+    def has_patch_head(self) -> bool:
+        return self.patch_head is not None or self.share_head
+
+    def forward(self, views: Sequence[Tensor], masks: Sequence[Tensor] | None = None,
+                n_patch_views: int = 2) -> dict[str, Tensor]:
+        cls_out: list[Tensor] = []
+        patch_out: list[Tensor] = []
+        i = 0
+        while i < len(views):  # runs of equal-size views share one backbone call
+            j = i + 1
+            while j < len(views) and views[j].shape[-2:] == views[i].shape[-2:]:
+                j += 1
+            x = torch.cat(list(views[i:j]))
+            m = None
+            if masks is not None and i < len(masks):
+                m = torch.cat(list(masks[i:min(j, len(masks))]))
+                if m.shape[0] < x.shape[0]:  # views past the masked ones stay unmasked
+                    pad = m.new_zeros((x.shape[0] - m.shape[0], m.shape[1]))
+                    m = torch.cat((m, pad))
+            emb, patches = backbone_tokens(self.backbone, x, m, self.mask_token)
+            cls_out.append(emb)
+            if self.has_patch_head and i < n_patch_views:
+                keep = min(j, n_patch_views) - i
+                patch_out.append(patches[: keep * views[i].shape[0]])
+            i = j
+        out = {"cls": self.head(torch.cat(cls_out))}
+        if patch_out:
+            tokens = torch.cat(patch_out)
+            head = self.head if self.share_head else self.patch_head
+            assert head is not None
+            out["patch"] = head(tokens)
+        return out
+
+
+def build_network(backbone: nn.Module, opts: dict) -> DINONetwork:
+    """``opts`` is the resolved ``cfg["pretrain"]`` section."""
+    dim = int(backbone.out_channels)
+    head = DINOHead(dim, int(opts["out_dim"]), hidden_dim=int(opts["hidden_dim"]),
+                    bottleneck_dim=int(opts["bottleneck_dim"]), layers=int(opts["head_layers"]),
+                    norm_last_layer=bool(opts["norm_last_layer"]))
+    patch_head = None
+    share = False
+    if float(opts.get("ibot_weight") or 0) > 0 and is_vit(backbone):
+        if bool(opts.get("ibot_separate_head", True)):
+            patch_head = DINOHead(dim, int(opts["ibot_out_dim"]),
+                                  hidden_dim=int(opts["hidden_dim"]),
+                                  bottleneck_dim=int(opts["bottleneck_dim"]),
+                                  layers=int(opts["head_layers"]),
+                                  norm_last_layer=bool(opts["norm_last_layer"]))
+        else:
+            share = True
+    return DINONetwork(backbone, head, patch_head, share)
+
+
+class Teacher(nn.Module):
+    """A frozen copy of the student network, updated as an exponential moving average.
+
+    ``update(student, momentum)``: every floating-point parameter and buffer becomes
+    ``momentum * teacher + (1 - momentum) * student``; integer buffers are copied.
+    """
+
+    def __init__(self, student: nn.Module):
+        super().__init__()
+        import copy
+
+        self.module = copy.deepcopy(student).requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> Teacher:
+        """Always in eval mode (no stochastic depth or dropout in the targets)."""
+        self.module.eval()
+        return self
+
+    @torch.no_grad()
+    def update(self, student: nn.Module, momentum: float) -> None:
+        student = getattr(student, "module", student)  # DDP wrapper
+        own = self.module.state_dict()
+        for name, value in student.state_dict().items():
+            target = own[name]
+            if target.dtype.is_floating_point:
+                target.mul_(momentum).add_(value.detach().to(target.dtype), alpha=1.0 - momentum)
+            else:
+                target.copy_(value)
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)

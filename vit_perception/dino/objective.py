@@ -1,0 +1,57 @@
+"""One DINO (+ iBOT) loss evaluation over a batch of multi-crop views.
+
+``Objective`` holds the two losses (their centres are state to save for a resume) and runs
+teacher (global views, unmasked, no gradient) and student (all views, global ones masked when
+iBOT is on) to a scalar loss and the collapse statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from vit_perception.dino.loss import DINOLoss, PatchLoss
+from vit_perception.dino.masking import random_masks
+
+
+class Objective(nn.Module):
+    def __init__(self, opts: dict, ibot: bool):
+        super().__init__()
+        self.dino = DINOLoss(int(opts["out_dim"]), float(opts["student_temp"]),
+                             float(opts["center_momentum"]))
+        self.ibot_weight = float(opts.get("ibot_weight") or 0.0) if ibot else 0.0
+        self.patch = None
+        if self.ibot_weight > 0:
+            dim = int(opts["out_dim"]) if not opts.get("ibot_separate_head", True) \
+                else int(opts["ibot_out_dim"])
+            self.patch = PatchLoss(dim, float(opts["student_temp"]),
+                                   float(opts["center_momentum"]))
+        self.mask_ratio = tuple(float(v) for v in opts["ibot_mask_ratio"])
+        self.mask_prob = float(opts["ibot_mask_prob"])
+
+    def masks_for(self, views: Sequence[Tensor], n_patches: int,
+                  generator: torch.Generator) -> list[Tensor]:
+        return [random_masks(v.shape[0], n_patches, self.mask_ratio, self.mask_prob,
+                             generator).to(v.device) for v in views[:2]]
+
+    def forward(self, student: nn.Module, teacher: nn.Module, views: Sequence[Tensor],
+                teacher_temp: float, generator: torch.Generator | None = None
+                ) -> tuple[Tensor, dict[str, float]]:
+        with torch.no_grad():
+            t_out = teacher(views[:2])
+        masks = None
+        if self.patch is not None:
+            assert "patch" in t_out, "iBOT needs a patch head (ViT backbones only)"
+            n = t_out["patch"].shape[1]
+            masks = self.masks_for(views, n, generator or torch.Generator().manual_seed(0))
+        s_out = student(views, masks)
+        loss, stats = self.dino(s_out["cls"], t_out["cls"], teacher_temp, n_global=2)
+        stats["dino_loss"] = float(loss.detach())
+        if self.patch is not None and masks is not None:
+            patch_loss = self.patch(s_out["patch"], t_out["patch"], torch.cat(masks),
+                                    teacher_temp)
+            stats["ibot_loss"] = float(patch_loss.detach())
+            loss = loss + self.ibot_weight * patch_loss
+        return loss, stats
