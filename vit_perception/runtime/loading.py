@@ -45,8 +45,16 @@ def load_torch_model(
 
     path = Path(model)
     if path.suffix in (".pt", ".pth", ".ckpt"):
+        from vit_perception.models.backbone_model import (
+            checkpoint_is_backbone_only,
+            load_backbone_checkpoint,
+        )
         from vit_perception.models.checkpoint import load_checkpoint
 
+        if checkpoint_is_backbone_only(path):  # pretrain's backbone.pt: features only
+            backbone, cfg = load_backbone_checkpoint(path, map_location="cpu")
+            cfg = deep_merge(cfg, _size_overrides(input_size))
+            return backbone, postprocessor_for(ModelMetadata.from_config(cfg)), cfg
         net, _criterion, post, cfg, _extra = load_checkpoint(path, map_location="cpu")
         cfg = deep_merge(cfg, _size_overrides(input_size))
         return net.eval(), post, cfg

@@ -110,6 +110,9 @@ class Predictor:
         self.want_features = True
         self.want_attention = True
         self.want_embedding = True
+        # False for a backbone-only model (``pretrain``'s backbone.pt): no boxes, features only
+        self.has_detector = not bool(((metadata.config or {}).get("model") or {})
+                                     .get("backbone_only"))
         self._mean = list(metadata.mean)
         self._std = list(metadata.std)
 
@@ -198,8 +201,11 @@ class Predictor:
             kwargs["score_threshold"] = float(self.score_threshold)
         if self.max_detections is not None:
             kwargs["max_detections"] = int(self.max_detections)
-        head = {k: outputs[k].float() for k in ("pred_logits", "pred_boxes")}
-        detections = self.postprocessor(head, letterboxes, **kwargs)
+        if self.has_detector and "pred_logits" in outputs:
+            head = {k: outputs[k].float() for k in ("pred_logits", "pred_boxes")}
+            detections = self.postprocessor(head, letterboxes, **kwargs)
+        else:  # features-only model: every frame has no detections
+            detections = [_NO_DETECTIONS] * len(letterboxes)
         features = self._host(outputs, "features", self.want_features)
         embedding = self._host(outputs, "embedding", self.want_embedding)
         attention = self._host(outputs, "attention", self.want_attention)
@@ -233,6 +239,16 @@ class Predictor:
         if t.dtype not in (torch.float32, torch.float16):
             t = t.float()
         return t.cpu().numpy()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Empty:
+    boxes: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    scores: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.float32))
+    labels: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+
+
+_NO_DETECTIONS = _Empty()
 
 
 def _np(value: Any, dtype: type) -> np.ndarray:
