@@ -63,11 +63,12 @@ class DETRHead(nn.Module):
         nn.init.zeros_(self.box_head.layers[-1].weight)
         nn.init.zeros_(self.box_head.layers[-1].bias)
 
-    def anchors(self, h: int, w: int, device: torch.device) -> Tensor:
+    def anchors(self, h: int, w: int, device: torch.device,
+                dtype: torch.dtype = torch.float32) -> Tensor:
         """One box per cell, centred on it, side ``anchor_size``: ``[1, h*w, 4]`` logits (cached
-        per grid and device; do not modify in place)."""
-        key = ("anchors", int(h), int(w), float(self.anchor_size), str(device))
-        return cached_constant(key, lambda: self._anchors(int(h), int(w), device))
+        per grid, device and dtype; computed in float32; do not modify in place)."""
+        key = ("anchors", int(h), int(w), float(self.anchor_size), str(device), str(dtype))
+        return cached_constant(key, lambda: self._anchors(int(h), int(w), device).to(dtype))
 
     def _anchors(self, h: int, w: int, device: torch.device) -> Tensor:
         ys = (torch.arange(h, dtype=torch.float32, device=device) + 0.5) / h
@@ -79,7 +80,7 @@ class DETRHead(nn.Module):
     def forward(self, features: Tensor) -> dict:
         src = self.input_proj(features)
         b, d, h, w = src.shape
-        pos = self.position(h, w, src.device).flatten(2).transpose(1, 2)  # [1, hw, d]
+        pos = self.position(h, w, src.device, src.dtype).flatten(2).transpose(1, 2)  # [1,hw,d]
         memory = src.flatten(2).transpose(1, 2)  # [B, hw, d]
         for layer in self.encoder:
             memory = layer(memory, pos)
@@ -107,7 +108,7 @@ class DETRHead(nn.Module):
         """Top-N encoder proposals -> (content ``[B, N, d]``, box logits ``[B, N, 4]``, enc)."""
         enc = self.enc_proj(memory)
         logits = self.enc_class_head(enc)  # [B, hw, K+1]
-        box_logit = self.enc_box_head(enc) + self.anchors(h, w, memory.device)
+        box_logit = self.enc_box_head(enc) + self.anchors(h, w, memory.device, enc.dtype)
         scores = logits.softmax(-1)[..., :-1].max(-1).values  # [B, hw]
         k = min(self.num_queries, h * w)
         idx = scores.topk(k, dim=1).indices  # [B, k]
@@ -135,7 +136,8 @@ class Detector(nn.Module):
         out = self.head(feats["features"])
         padded_h, padded_w = feats["padded_size"]
         if (padded_h, padded_w) != (height, width):  # boxes were relative to the padded input
-            s = torch.tensor([padded_w / width, padded_h / height] * 2, device=images.device)
+            s = torch.tensor([padded_w / width, padded_h / height] * 2, device=images.device,
+                             dtype=out["pred_boxes"].dtype)
             for d in [out, *out.get("aux_outputs", []), out.get("enc_outputs", {})]:
                 if "pred_boxes" in d:
                     d["pred_boxes"] = d["pred_boxes"] * s

@@ -46,9 +46,13 @@ def _dim_t(num_feats: int, temperature: float, device: torch.device) -> Tensor:
 
 
 def _sine(coords: Tensor, num_feats: int, temperature: float) -> Tensor:
-    """``[...]`` coordinates in [0, 2pi] -> ``[..., num_feats]`` interleaved sin/cos features."""
-    pos = coords[..., None] / _dim_t(num_feats, temperature, coords.device)
-    return torch.stack((pos[..., 0::2].sin(), pos[..., 1::2].cos()), dim=-1).flatten(-2)
+    """``[...]`` coordinates in [0, 2pi] -> ``[..., num_feats]`` interleaved sin/cos features.
+
+    Computed in float32 (a half-precision angle up to 2pi loses the low frequencies) and
+    returned in ``coords.dtype``, so a model cast to fp16/bf16 stays in that dtype."""
+    pos = coords.float()[..., None] / _dim_t(num_feats, temperature, coords.device)
+    out = torch.stack((pos[..., 0::2].sin(), pos[..., 1::2].cos()), dim=-1).flatten(-2)
+    return out.to(coords.dtype)
 
 
 class PositionEmbeddingSine(nn.Module):
@@ -63,11 +67,14 @@ class PositionEmbeddingSine(nn.Module):
         self.num_pos_feats = num_pos_feats
         self.temperature = temperature
 
-    def forward(self, h: int, w: int, device: torch.device | None = None) -> Tensor:
-        """Cached per (h, w, device): the result is shared, do not modify it in place."""
+    def forward(self, h: int, w: int, device: torch.device | None = None,
+                dtype: torch.dtype = torch.float32) -> Tensor:
+        """Cached per (h, w, device, dtype): the result is shared, do not modify it in place.
+        ``dtype``: the features' dtype (computed in float32, then cast)."""
         key = ("grid", int(h), int(w), self.num_pos_feats, float(self.temperature),
-               str(torch.device(device) if device is not None else torch.device("cpu")))
-        return cached_constant(key, lambda: self._compute(int(h), int(w), device))
+               str(torch.device(device) if device is not None else torch.device("cpu")),
+               str(dtype))
+        return cached_constant(key, lambda: self._compute(int(h), int(w), device).to(dtype))
 
     def _compute(self, h: int, w: int, device: torch.device | None) -> Tensor:
         scale = 2 * math.pi

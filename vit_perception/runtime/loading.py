@@ -106,8 +106,9 @@ def load_runner(
     """``model``: checkpoint ``.pt``, config name/YAML, ``.onnx`` or ``.engine`` (+ ``.json``).
 
     ``backend``: ``torch``, ``onnxruntime`` or ``tensorrt``. Torch models are exported (and for
-    TensorRT built) on demand into ``cache_dir``. ``options`` go to the runner (``compile``,
-    ``cuda_graphs`` for torch; ``providers``, ``intra_op_threads`` for ONNX Runtime).
+    TensorRT built) on demand into ``cache_dir`` (torch.compile's inductor cache too). ``options``
+    go to the runner (``compile``, ``cuda_graphs``, ``cast`` for torch; ``providers``,
+    ``intra_op_threads`` for ONNX Runtime).
     """
     path = Path(model)
     cache = Path(cache_dir) if cache_dir else None
@@ -130,7 +131,9 @@ def load_runner(
     if backend == "torch":
         from vit_perception.runtime.torch_runner import TorchRunner
 
-        return TorchRunner(net, device=device, precision=precision, **options), post, meta
+        runner = TorchRunner(net, device=device, precision=precision, cache_dir=cache,
+                             **options)
+        return runner, post, meta
     onnx_path, meta = export_cached(net, cfg, cache, model_hash=meta.model_hash)
     return _onnx_backend(onnx_path, meta, backend, device, precision, cache, options, post)
 
