@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 
 DISTILL_DEFAULTS: dict = {
+    "teacher": None,  # the teacher checkpoint (--teacher; a resumed run reads it from here)
     "temperature": 2.0,  # T: softmax(logits / T) for teacher and student; KL scaled by T^2
     "teacher_threshold": 0.5,  # teacher predictions with max class prob >= this become targets
     # loss weights (each term is logged separately under its own name)

@@ -1,0 +1,98 @@
+"""Distillation losses and geometry: KL zero for a student equal to its teacher, the T^2
+temperature scaling, teacher boxes and feature cells mapped between differently letterboxed
+inputs, feature losses on the frame's cells only."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vit_perception.models.box_ops import box_xyxy_to_cxcywh
+from vit_perception.models.matcher import HungarianMatcher
+from vit_perception.models.preprocess import letterbox_params
+from vit_perception.training.distill_losses import (
+    DetectionDistillLoss,
+    feature_losses,
+    softened_kl,
+    teacher_targets,
+)
+from vit_perception.training.translator import (
+    FeatureTranslator,
+    input_map,
+    map_boxes,
+    teacher_cells,
+)
+
+
+def _outputs(seed: int, b: int = 2, n: int = 6, k: int = 3) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(b, n, k + 1, generator=g) * 3
+    centres = torch.rand(b, n, 2, generator=g) * 0.6 + 0.2
+    sizes = torch.rand(b, n, 2, generator=g) * 0.2 + 0.1
+    return {"pred_logits": logits, "pred_boxes": torch.cat((centres, sizes), -1)}
+
+
+def test_kl_term_is_zero_when_student_equals_teacher():
+    teacher = _outputs(0)
+    targets = teacher_targets(teacher["pred_logits"], teacher["pred_boxes"], 0.3)
+    assert 0 < sum(len(t["labels"]) for t in targets) < 12  # some, not all, are confident
+    loss = DetectionDistillLoss(HungarianMatcher(), temperature=2.0, aux=False)
+    same = loss({k: v.clone() for k, v in teacher.items()}, targets)
+    assert same["loss_kd_ce"].item() == pytest.approx(0.0, abs=1e-6)
+    assert same["loss_kd_bbox"].item() == pytest.approx(0.0, abs=1e-6)
+    assert same["loss_kd_giou"].item() == pytest.approx(0.0, abs=1e-6)
+    assert same["loss_kd_noobj"].item() > 0  # unconfident teacher queries: learn "no object"
+    other = loss(_outputs(1), targets)
+    assert other["loss_kd_ce"].item() > 0.05 and other["loss_kd_bbox"].item() > 0.01
+
+
+def test_temperature_scales_kl_by_t_squared_and_softens_the_targets():
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(5, 4, generator=g) * 4, torch.randn(5, 4, generator=g) * 4
+    entropies = []
+    for temp in (1.0, 2.0, 4.0):
+        p_t = F.softmax(t / temp, -1)
+        kl = F.kl_div(F.log_softmax(s / temp, -1), p_t, reduction="none").sum(-1)
+        torch.testing.assert_close(softened_kl(s, t, temp), temp**2 * kl)
+        entropies.append(float(-(p_t * p_t.log()).sum(-1).mean()))
+    assert entropies[0] < entropies[1] < entropies[2]
+    # the T^2 factor keeps the gradient's size comparable across temperatures (Hinton et al.)
+    grads = []
+    for temp in (1.0, 8.0):
+        x = s.clone().requires_grad_(True)
+        softened_kl(x, t, temp).sum().backward()
+        grads.append(float(x.grad.norm()))
+    assert 0.2 < grads[1] / grads[0] < 5.0
+
+
+def test_teacher_boxes_map_to_the_student_input_across_aspect_ratios():
+    frame = [400, 300]  # augmented frame size
+    lb_t, lb_s = letterbox_params(*frame, 128, 128), letterbox_params(*frame, 96, 48)
+    assert lb_t.pad_y > 0 and lb_s.pad_x > 0  # padded on different sides
+    boxes = torch.tensor([[10.0, 20.0, 110.0, 170.0], [300.0, 0.0, 400.0, 300.0]])
+
+    def normalised(lb):
+        b = box_xyxy_to_cxcywh(lb.to_input(boxes))
+        return b / b.new_tensor([lb.dst_w, lb.dst_h] * 2)
+
+    mapped = map_boxes(normalised(lb_t)[None], input_map(lb_t, lb_s)[None])[0]
+    torch.testing.assert_close(mapped, normalised(lb_s), atol=2e-3, rtol=0)
+
+
+def test_feature_cells_sample_the_student_map_and_mask_the_padding():
+    lb = letterbox_params(160, 120, 128, 128)  # 128x96 frame, 16 rows of padding top/bottom
+    maps = input_map(lb, lb)[None]
+    grid, mask = teacher_cells(maps, (8, 8), (1.0, 1.0), (1.0, 1.0))
+    student = torch.randn(1, 5, 8, 8)
+    sampled = F.grid_sample(student, grid, align_corners=False)
+    torch.testing.assert_close(sampled, student)  # same geometry: the identity
+    assert mask[0].all(-1).tolist() == [False] + [True] * 6 + [False]
+    translator = FeatureTranslator(5, 7, hidden_dim=8)
+    assert translator(student, grid).shape == (1, 7, 8, 8)
+    teacher = torch.randn(1, 7, 8, 8)
+    perfect = teacher.clone()
+    perfect[:, :, 0] = -teacher[:, :, 0]  # wrong only on a padding row: no loss there
+    losses = feature_losses(perfect, teacher, mask)
+    assert losses["loss_feat_cos"].item() == pytest.approx(0.0, abs=1e-5)
+    assert feature_losses(-teacher, teacher, mask)["loss_feat_cos"].item() == pytest.approx(2.0)

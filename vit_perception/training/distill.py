@@ -1,0 +1,201 @@
+"""``distill(cfg, teacher, train_bags, val_bags, out_dir, unlabelled_bags=...)``: a student
+detector trained against a frozen teacher checkpoint.
+
+``DistillTrainer`` is the detector's trainer (``loop.DetectionTrainer``, itself on
+``run.RunTrainer``: run directory, best/last, exact resume, logs, curves, DDP) with three hooks
+changed: ``build_model`` also loads the teacher and the feature translator, ``load_train_frames``
+adds the unlabelled frames and ``make_dataset`` letterboxes each augmented frame for both
+models; ``compute_losses`` runs the teacher once per batch (inference mode) and sums
+
+    loss_gt * set loss (labelled frames only)
+    + loss_kd_ce * KL + loss_kd_noobj * no-object CE + loss_kd_bbox * L1 + loss_kd_giou * GIoU
+    + loss_feat_cos * cosine + loss_feat_l1 * smooth-L1           (weights: cfg["distill"])
+
+The checkpoints are ordinary detector checkpoints of the student (EMA weights, no translator).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from vit_perception.training.distill_losses import FEATURE_TERMS, KD_TERMS
+from vit_perception.training.loop import DetectionTrainer
+
+log = logging.getLogger(__name__)
+
+
+def distill(cfg: dict, teacher: str | Path | None, train_bags: Sequence[str | Path],
+            val_bags: Sequence[str | Path], out_dir: str | Path, *,
+            unlabelled_bags: Sequence[str | Path] = (), device: str | None = None,
+            **kwargs) -> dict:
+    """Distil ``teacher`` (a detector checkpoint; None: ``cfg["distill"]["teacher"]``) into the
+    student ``cfg``. Keyword arguments as ``loop.train`` (image/labels topics, resume, init,
+    time_budget, max_steps, progress, step_callback). Returns ``train``'s summary plus the
+    teacher's path."""
+    from vit_perception.training.distributed import cleanup, setup
+
+    dist, dev = setup(device)
+    try:
+        return DistillTrainer(cfg, teacher, train_bags, val_bags, out_dir, dist, dev,
+                              unlabelled_bags=unlabelled_bags, **kwargs).run()
+    finally:
+        cleanup(dist)
+
+
+def select_batch(outputs: dict, index: Tensor) -> dict:
+    """The model outputs of the images ``index`` (``aux_outputs`` / ``enc_outputs`` too)."""
+    out: dict = {}
+    for key, value in outputs.items():
+        if key == "aux_outputs":
+            out[key] = [select_batch(v, index) for v in value]
+        elif isinstance(value, dict):
+            out[key] = select_batch(value, index)
+        elif isinstance(value, Tensor):
+            out[key] = value[index]
+    return out
+
+
+class DistillTrainer(DetectionTrainer):
+    """A student ``DetectionTrainer`` with a teacher; see the module docstring."""
+
+    def __init__(self, cfg: dict, teacher: str | Path | None, train_bags: Sequence[str | Path],
+                 val_bags: Sequence[str | Path], out_dir: str | Path, dist, device, *,
+                 unlabelled_bags: Sequence[str | Path] = (),
+                 step_callback: Callable[[int, dict], None] | None = None, **kwargs) -> None:
+        self.teacher_path = teacher
+        self.unlabelled_bags = list(unlabelled_bags)
+        super().__init__(cfg, train_bags, val_bags, out_dir, dist, device,
+                         step_callback=step_callback, **kwargs)
+
+    # ------------------------------------------------------------------ set-up
+    def prepare_config(self, cfg: dict) -> dict:
+        from vit_perception.models.checkpoint import read_checkpoint
+        from vit_perception.training.distill_options import distill_options
+
+        opts = distill_options(cfg)
+        path = self.teacher_path or opts.get("teacher")
+        if not path:
+            raise ValueError("no teacher checkpoint given (--teacher)")
+        opts["teacher"] = str(path)
+        classes = list(read_checkpoint(path)["classes"])
+        cfg["classes"] = classes
+        cfg = super().prepare_config(cfg)
+        if list(cfg["classes"]) != classes:
+            extra = sorted(set(cfg["classes"]) - set(classes))
+            raise ValueError(f"the bags label classes the teacher {path} does not know: "
+                             f"{', '.join(extra)} (teacher classes: {', '.join(classes)})")
+        cfg["distill"] = opts
+        self.dopts = opts
+        return cfg
+
+    def build_model(self, init) -> None:
+        from vit_perception.models.matcher import HungarianMatcher
+        from vit_perception.training.distill_losses import DetectionDistillLoss
+        from vit_perception.training.teacher import Teacher
+        from vit_perception.training.translator import FeatureTranslator
+
+        d = self.dopts
+        self.teacher = Teacher(d["teacher"], self.device, str(d["teacher_amp"]))
+        log.info("teacher %s: %s, input %dx%d", d["teacher"], self.teacher.cfg.get("name"),
+                 *self.teacher.size)
+        super().build_model(init)
+        loss = self.cfg.get("loss", {})
+        matcher = HungarianMatcher(float(loss.get("cost_class", 1.0)),
+                                   float(loss.get("cost_bbox", 5.0)),
+                                   float(loss.get("cost_giou", 2.0)))
+        self.kd_loss = DetectionDistillLoss(matcher, float(d["temperature"]),
+                                            float(d["kd_noobj_coef"]), bool(d["kd_aux"]))
+        self.translator = None
+        self.translator_net = None
+        if float(d["loss_feat_cos"]) > 0 or float(d["loss_feat_l1"]) > 0:
+            t = d["translator"]
+            self.translator = FeatureTranslator(
+                int(self.model.backbone.out_channels), self.teacher.channels,
+                int(t["hidden_dim"]), int(t["kernel_size"])).to(self.device).train()
+            lr, wd = float(self.opts["lr"]), float(self.opts["weight_decay"])
+            self.optimizer.add_param_group({"params": list(self.translator.parameters()),
+                                            "lr": lr, "base_lr": lr, "weight_decay": wd,
+                                            "name": "translator"})
+            self.translator_net = self.wrap_ddp(self.translator)
+
+    def load_train_frames(self, cache_dir: Path) -> list:
+        from vit_perception.training.distill_data import load_unlabelled
+
+        labelled = super().load_train_frames(cache_dir)
+        self.has_labels = [True] * len(labelled)
+        if not self.unlabelled_bags:
+            return labelled
+        unlabelled = load_unlabelled(self.unlabelled_bags, self.image_topic,
+                                     float(self.opts["cache_max_mb"]), cache_dir / "unlabelled")
+        repeat = max(1, int(self.dopts["unlabelled_repeat"]))
+        log.info("%d labelled + %d unlabelled frames (x%d)", len(labelled), len(unlabelled),
+                 repeat)
+        self.has_labels += [False] * (len(unlabelled) * repeat)
+        return labelled + unlabelled * repeat
+
+    def make_dataset(self, samples: list, augment) -> torch.utils.data.Dataset:
+        from vit_perception.training.distill_data import DistillDataset
+
+        t = self.teacher
+        return DistillDataset(samples, self.has_labels, (self.size, self.mean, self.std),
+                              (t.size, t.mean, t.std), augment)
+
+    # ------------------------------------------------------------------ state
+    def state_objects(self) -> dict:
+        return {**super().state_objects(), "translator": self.translator}
+
+    # ------------------------------------------------------------------ step
+    def log_keys(self) -> tuple[str, ...]:
+        return ("loss", "loss_gt", "loss_ce", "loss_bbox", "loss_giou", *KD_TERMS,
+                *FEATURE_TERMS)
+
+    def compute_losses(self, images: Tensor, targets: list[dict]) -> dict:
+        from vit_perception.training.distill_losses import feature_losses, teacher_targets
+        from vit_perception.training.translator import map_boxes, teacher_cells
+
+        d = self.dopts
+        maps = torch.stack([t["input_map"] for t in targets]).to(self.device)
+        teacher = self.teacher(torch.stack([t["teacher_image"] for t in targets]))
+        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+            outputs = self.net(images)
+        losses: dict[str, Tensor] = {}
+        total = images.new_zeros(())
+        labelled = torch.tensor([bool(t["has_labels"]) for t in targets]).nonzero()[:, 0]
+        if len(labelled):
+            gt = self.criterion(select_batch(outputs, labelled.to(images.device)),
+                                [targets[int(i)] for i in labelled])
+            losses.update({k: v for k, v in gt.items() if k in ("loss_ce", "loss_bbox",
+                                                                 "loss_giou")})
+            losses["loss_gt"] = gt["loss"]
+        else:
+            losses["loss_gt"] = images.new_zeros(())
+        total = total + float(d["loss_gt"]) * losses["loss_gt"]
+        kd_targets = teacher_targets(teacher["pred_logits"],
+                                     map_boxes(teacher["pred_boxes"], maps),
+                                     float(d["teacher_threshold"]))
+        for name, value in self.kd_loss(outputs, kd_targets).items():
+            losses[name] = value
+            total = total + float(d[name]) * value
+        if self.translator_net is not None:
+            t_feat = teacher["features"]
+            s_feat = outputs["features"]
+            grid, mask = teacher_cells(
+                maps, tuple(t_feat.shape[-2:]),
+                (t_feat.shape[-1] * self.teacher.stride / self.teacher.size[0],
+                 t_feat.shape[-2] * self.teacher.stride / self.teacher.size[1]),
+                (s_feat.shape[-1] * self.model.backbone.stride / self.size[0],
+                 s_feat.shape[-2] * self.model.backbone.stride / self.size[1]))
+            for name, value in feature_losses(self.translator_net(s_feat, grid), t_feat,
+                                              mask).items():
+                losses[name] = value
+                total = total + float(d[name]) * value
+        losses["loss"] = total
+        return losses
+
+    def summary(self, stopped: str, metrics: dict | None) -> dict:
+        return {**super().summary(stopped, metrics), "teacher": str(self.dopts["teacher"])}

@@ -1,0 +1,95 @@
+"""Frames for distillation: labelled ``--train`` frames and ``--unlabelled`` frames, each
+augmented once and letterboxed twice, into the student's and the teacher's input sizes.
+
+``DistillDataset[(index, seed)]`` -> ``(student image [3, Hs, Ws], target)``; the target holds
+the ground truth in the student's normalised cxcywh (``labels``, ``boxes``; empty for unlabelled
+frames), ``has_labels`` (bool scalar: only these frames get the ground-truth set loss), the
+teacher's input ``teacher_image [3, Ht, Wt]`` and ``input_map [8]`` (``translator.input_map``:
+teacher -> student coordinates and the frame's extent in the teacher input).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vit_perception.training.dataset import Sample
+
+log = logging.getLogger(__name__)
+
+
+def load_unlabelled(bags: Sequence[str | Path], image_topic: str, cache_max_mb: float = 4096,
+                    cache_dir: str | Path | None = None) -> list[Sample]:
+    """Every frame of ``bags`` (labels, if any, are ignored) as samples without boxes."""
+    from vit_perception.data.bags import read_frames
+
+    samples: list[Sample] = []
+    total, on_disk = 0, False
+    for bag in bags:
+        for frame in read_frames(bag, image_topic, None):
+            img = np.ascontiguousarray(frame.image, dtype=np.uint8)
+            total += img.nbytes
+            sample = Sample(np.zeros((0, 4), np.float32), np.zeros(0, np.int64), img.shape[1],
+                            img.shape[0], f"{bag}#{frame.index}")
+            if not on_disk and total > cache_max_mb * 2**20 and cache_dir is not None:
+                on_disk = True
+                log.info("decoded unlabelled frames exceed %.0f MB: caching the rest in %s",
+                         cache_max_mb, cache_dir)
+            if on_disk:
+                path = Path(cache_dir) / f"{len(samples):07d}.npy"  # type: ignore[arg-type]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                np.save(path, img)
+                sample._path = path
+            else:
+                sample._image = img
+            samples.append(sample)
+    if not samples:
+        raise ValueError(f"no frames in {', '.join(str(b) for b in bags)} "
+                         f"(image topic {image_topic})")
+    return samples
+
+
+class DistillDataset(torch.utils.data.Dataset):
+    """Samples with a ``has_labels`` flag each; see the module docstring for the items."""
+
+    def __init__(self, samples: list[Sample], has_labels: Sequence[bool],
+                 student: tuple[tuple[int, int], list, list],
+                 teacher: tuple[tuple[int, int], list, list], augment=None):
+        if len(samples) != len(has_labels):
+            raise ValueError("one has_labels flag per sample")
+        self.samples, self.has_labels = samples, [bool(h) for h in has_labels]
+        self.student, self.teacher = student, teacher
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, item) -> tuple[Tensor, dict]:
+        from vit_perception.models.preprocess import letterbox_params, preprocess
+        from vit_perception.training.dataset import to_model_input
+        from vit_perception.training.translator import input_map
+
+        index, seed = item if isinstance(item, tuple) else (item, 0)
+        s = self.samples[index]
+        image = torch.from_numpy(np.array(s.image)).permute(2, 0, 1)  # [3, h, w] uint8
+        boxes, labels = torch.from_numpy(s.boxes.copy()), torch.from_numpy(s.labels.copy())
+        if self.augment is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(seed))
+                image, boxes, labels = self.augment(image, boxes, labels)
+        size, mean, std = self.student
+        x, target = to_model_input(image, boxes, labels, size, mean, std)
+        t_size, t_mean, t_std = self.teacher
+        frame = image.permute(1, 2, 0)
+        xt, (lb_t,) = preprocess([frame], t_size, t_mean, t_std, "cpu")
+        lb_s = letterbox_params(frame.shape[1], frame.shape[0], int(size[0]), int(size[1]))
+        target["teacher_image"] = xt[0]
+        target["input_map"] = input_map(lb_t, lb_s)
+        target["has_labels"] = torch.tensor(self.has_labels[index])
+        return x, target
+

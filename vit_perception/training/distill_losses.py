@@ -1,0 +1,116 @@
+"""Distillation losses: teacher predictions as targets for the student's queries, and dense
+feature matching.
+
+``teacher_targets`` keeps the teacher's confident predictions (max class probability at least
+the threshold) with their full logits; ``DetectionDistillLoss`` matches student queries to them
+with the Hungarian matcher and returns
+
+- ``loss_kd_ce``: ``T^2 * KL(softmax(t / T) || softmax(s / T))`` of the matched queries,
+- ``loss_kd_noobj``: cross-entropy to "no object" of the unmatched queries,
+
+both over DETR's weighted count ``matched + noobj_coef * unmatched`` (so together they are the
+set criterion's class loss with soft targets), and ``loss_kd_bbox`` (L1) and ``loss_kd_giou``
+over the number of teacher targets. ``feature_losses`` gives ``loss_feat_cos`` and
+``loss_feat_l1`` between translated student and teacher features on the frame's cells.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vit_perception.models.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
+from vit_perception.models.matcher import HungarianMatcher
+
+KD_TERMS = ("loss_kd_ce", "loss_kd_noobj", "loss_kd_bbox", "loss_kd_giou")
+FEATURE_TERMS = ("loss_feat_cos", "loss_feat_l1")
+
+
+def softened_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """``[M, K+1]`` each -> ``[M]``: ``T^2 * KL(softmax(t / T) || softmax(s / T))`` (Hinton et
+    al.: the T^2 factor keeps gradient magnitudes comparable across temperatures)."""
+    t = float(temperature)
+    log_s = F.log_softmax(student_logits.float() / t, dim=-1)
+    log_t = F.log_softmax(teacher_logits.float() / t, dim=-1)
+    return (log_t.exp() * (log_t - log_s)).sum(-1) * (t * t)
+
+
+def teacher_targets(logits: Tensor, boxes: Tensor, threshold: float) -> list[dict]:
+    """Teacher ``pred_logits [B, N, K+1]`` and ``pred_boxes [B, N, 4]`` (already in the student's
+    normalised cxcywh) -> per image ``logits [m, K+1]``, ``labels [m]``, ``boxes [m, 4]``,
+    ``scores [m]`` of the predictions whose best class probability is ``>= threshold``."""
+    prob = logits.float().softmax(-1)[..., :-1]
+    scores, labels = prob.max(-1)
+    out = []
+    for i in range(logits.shape[0]):
+        keep = scores[i] >= threshold
+        out.append({"logits": logits[i][keep].float(), "labels": labels[i][keep],
+                    "boxes": boxes[i][keep].float(), "scores": scores[i][keep]})
+    return out
+
+
+class DetectionDistillLoss(nn.Module):
+    """Student outputs vs ``teacher_targets``: unweighted ``KD_TERMS``, summed over the final
+    prediction set and (``aux``) each ``aux_outputs`` set."""
+
+    def __init__(self, matcher: HungarianMatcher, temperature: float = 2.0,
+                 noobj_coef: float = 0.1, aux: bool = True):
+        super().__init__()
+        self.matcher, self.temperature = matcher, float(temperature)
+        self.noobj_coef, self.aux = float(noobj_coef), aux
+
+    def forward(self, outputs: dict, targets: list[dict]) -> dict[str, Tensor]:
+        sets = [outputs]
+        if self.aux:
+            sets += list(outputs.get("aux_outputs", []))
+        losses = {k: outputs["pred_logits"].new_zeros((), dtype=torch.float32) for k in KD_TERMS}
+        for preds in sets:
+            for name, value in self.set_losses(preds, targets).items():
+                losses[name] = losses[name] + value
+        return losses
+
+    def set_losses(self, outputs: dict, targets: list[dict]) -> dict[str, Tensor]:
+        """The four terms of one ``[B, N, ...]`` prediction set."""
+        logits, boxes = outputs["pred_logits"].float(), outputs["pred_boxes"].float()
+        b, n = logits.shape[:2]
+        dev = logits.device
+        indices = self.matcher({"pred_logits": logits, "pred_boxes": boxes},
+                               [{"labels": t["labels"], "boxes": t["boxes"]} for t in targets])
+        batch_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)]
+                              ).to(dev)
+        src_idx = torch.cat([src for src, _ in indices]).to(dev)
+        t_logits = torch.cat([t["logits"][j.to(dev)] for t, (_, j) in zip(targets, indices)]
+                             ).reshape(-1, logits.shape[-1])
+        t_boxes = torch.cat([t["boxes"][j.to(dev)] for t, (_, j) in zip(targets, indices)]
+                            ).reshape(-1, 4)
+        matched = torch.zeros(b, n, dtype=torch.bool, device=dev)
+        matched[batch_idx, src_idx] = True
+        n_matched = int(src_idx.numel())
+        denom = max(n_matched + self.noobj_coef * (b * n - n_matched), 1e-6)
+        kl = softened_kl(logits[batch_idx, src_idx], t_logits, self.temperature)
+        noobj = F.cross_entropy(logits[~matched],
+                                torch.full(((~matched).sum(),), logits.shape[-1] - 1,
+                                           dtype=torch.int64, device=dev), reduction="sum")
+        num_boxes = max(n_matched, 1)
+        src_boxes = boxes[batch_idx, src_idx]
+        l1 = F.l1_loss(src_boxes, t_boxes, reduction="sum") / num_boxes
+        giou = torch.diag(generalized_box_iou(box_cxcywh_to_xyxy(src_boxes),
+                                              box_cxcywh_to_xyxy(t_boxes)))
+        return {"loss_kd_ce": kl.sum() / denom,
+                "loss_kd_noobj": self.noobj_coef * noobj / denom,
+                "loss_kd_bbox": l1, "loss_kd_giou": (1 - giou).sum() / num_boxes}
+
+
+def feature_losses(student: Tensor, teacher: Tensor, mask: Tensor) -> dict[str, Tensor]:
+    """Translated student ``[B, C, h, w]`` vs teacher ``[B, C, h, w]`` features on the cells of
+    ``mask [B, h, w]``: mean ``1 - cosine`` and mean smooth-L1 against the teacher standardised
+    per cell (zero mean, unit variance over channels, so the target's scale is fixed)."""
+    s = student.float().permute(0, 2, 3, 1)[mask]  # [M, C]
+    t = teacher.float().permute(0, 2, 3, 1)[mask]
+    if s.numel() == 0:
+        zero = student.sum() * 0.0
+        return {"loss_feat_cos": zero, "loss_feat_l1": zero}
+    cos = 1 - F.cosine_similarity(s, t, dim=-1)
+    target = F.layer_norm(t, t.shape[-1:])
+    return {"loss_feat_cos": cos.mean(), "loss_feat_l1": F.smooth_l1_loss(s, target)}

@@ -1,0 +1,86 @@
+"""Feature translator for dense distillation: student patch features -> the teacher's grid and
+channels (Theia / AM-RADIO style), and the map between the two models' letterboxed inputs.
+
+Teacher and student see the same augmented frame, each letterboxed into its own input size, so
+their feature grids cover different regions when the aspect ratios differ. ``InputMap`` holds
+the per-frame affine map from teacher-input to student-input normalised coordinates; the
+translator samples the student's map at the teacher's cell centres through it (bilinear, the
+same as plain interpolation when the geometry agrees), then a 1x1 conv, GELU and a 3x3 conv
+produce the teacher's channels. Cells outside the frame (letterbox padding) are masked out.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vit_perception.models.box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
+from vit_perception.models.preprocess import Letterbox
+
+
+def input_map(teacher: Letterbox, student: Letterbox) -> Tensor:
+    """``[8]`` float: ``(ax, bx, ay, by)`` mapping teacher-input normalised coordinates to
+    student-input ones (``x_s = ax * x_t + bx``), then the frame's extent in the teacher input
+    as normalised ``(x0, y0, x1, y1)``. Both letterboxes must hold the same source frame."""
+    if (teacher.src_w, teacher.src_h) != (student.src_w, student.src_h):
+        raise ValueError("teacher and student letterboxes hold frames of different sizes")
+    rx = student.scale_x / teacher.scale_x
+    ry = student.scale_y / teacher.scale_y
+    ax = teacher.dst_w * rx / student.dst_w
+    bx = (student.pad_x - teacher.pad_x * rx) / student.dst_w
+    ay = teacher.dst_h * ry / student.dst_h
+    by = (student.pad_y - teacher.pad_y * ry) / student.dst_h
+    x0, y0 = teacher.pad_x / teacher.dst_w, teacher.pad_y / teacher.dst_h
+    x1 = (teacher.pad_x + teacher.resized_w) / teacher.dst_w
+    y1 = (teacher.pad_y + teacher.resized_h) / teacher.dst_h
+    return torch.tensor([ax, bx, ay, by, x0, y0, x1, y1], dtype=torch.float32)
+
+
+def map_boxes(boxes: Tensor, maps: Tensor) -> Tensor:
+    """Teacher-input normalised cxcywh ``[B, N, 4]`` -> student-input normalised cxcywh, clipped
+    to the student input. ``maps [B, 8]`` from ``input_map``."""
+    a = maps[:, None, [0, 2, 0, 2]]
+    b = maps[:, None, [1, 3, 1, 3]]
+    xyxy = (box_cxcywh_to_xyxy(boxes) * a + b).clamp(0, 1)
+    return box_xyxy_to_cxcywh(xyxy)
+
+
+def teacher_cells(maps: Tensor, grid: tuple[int, int], cell_extent: tuple[float, float],
+                  student_extent: tuple[float, float]) -> tuple[Tensor, Tensor]:
+    """Sampling grid and validity mask for the teacher's ``grid = (h, w)`` feature cells.
+
+    ``cell_extent`` is the teacher's padded input over its input (``(W'/W, H'/H)``: the grid
+    covers the padded input), ``student_extent`` the same for the student. Returns ``grid
+    [B, h, w, 2]`` in ``grid_sample``'s [-1, 1] coordinates of the student's feature map and
+    ``mask [B, h, w]``, true where the cell centre lies on the frame (not letterbox padding).
+    """
+    h, w = grid
+    dev = maps.device
+    u = (torch.arange(w, device=dev, dtype=torch.float32) + 0.5) / w * cell_extent[0]
+    v = (torch.arange(h, device=dev, dtype=torch.float32) + 0.5) / h * cell_extent[1]
+    xs = maps[:, 0, None] * u[None] + maps[:, 1, None]  # [B, w] student input normalised
+    ys = maps[:, 2, None] * v[None] + maps[:, 3, None]  # [B, h]
+    gx = (xs / student_extent[0]) * 2 - 1
+    gy = (ys / student_extent[1]) * 2 - 1
+    sample = torch.stack((gx[:, None, :].expand(-1, h, -1), gy[:, :, None].expand(-1, -1, w)),
+                         dim=-1)
+    in_x = (u[None] >= maps[:, 4, None]) & (u[None] <= maps[:, 6, None])  # [B, w]
+    in_y = (v[None] >= maps[:, 5, None]) & (v[None] <= maps[:, 7, None])  # [B, h]
+    return sample, in_y[:, :, None] & in_x[:, None, :]
+
+
+class FeatureTranslator(nn.Module):
+    """``student [B, Cs, hs, ws]`` sampled at ``grid [B, ht, wt, 2]`` -> ``[B, Ct, ht, wt]``."""
+
+    def __init__(self, in_channels: int, out_channels: int, hidden_dim: int = 256,
+                 kernel_size: int = 3):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, hidden_dim, 1), nn.GELU(),
+            nn.Conv2d(hidden_dim, out_channels, kernel_size, padding=kernel_size // 2))
+
+    def forward(self, features: Tensor, grid: Tensor) -> Tensor:
+        x = F.grid_sample(features.float(), grid.to(torch.float32), mode="bilinear",
+                          padding_mode="border", align_corners=False)
+        return self.net(x)
