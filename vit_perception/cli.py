@@ -13,6 +13,7 @@ SUBCOMMANDS = {
     "models": "list the model configs with parameter count and GFLOPs",
     "synth": "write a synthetic lab rosbag (images + ground-truth labels)",
     "train": "fine-tune a detector on frames recorded in rosbags",
+    "distill": "train a small student detector from a teacher checkpoint (+ unlabelled bags)",
     "eval": "replay a rosbag through the predictor and report COCO mAP and latency",
     "extract": "extract frames from a rosbag for labelling, or import labelled COCO JSON",
     "export": "export a checkpoint to ONNX and build a TensorRT engine",
