@@ -150,7 +150,7 @@ def test_models_command_counts_parameters_and_flops():
     from vit_perception.commands.models import count
 
     cfg = load_config("vit_tiny_detr", MICRO)
-    params, gflops = count(cfg, 64, 48)
+    params, gflops, _attention = count(cfg, 64, 48)
     model, _, _ = _micro()
     assert params == pytest.approx(sum(p.numel() for p in model.parameters()) / 1e6)
     assert 0 < gflops < 1
