@@ -161,3 +161,26 @@ def test_compile_cache_dir(tmp_path, monkeypatch):
     assert inductor_cache_dir(tmp_path) == tmp_path / "inductor"
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "elsewhere"))
     assert inductor_cache_dir(tmp_path) == tmp_path / "elsewhere"
+
+
+def test_command_switches_reach_the_runner(capsys):
+    import argparse
+
+    from vit_perception.cli import main
+    from vit_perception.runtime.runner_options import (
+        add_torch_runner_arguments,
+        torch_runner_options,
+    )
+
+    parser = argparse.ArgumentParser()
+    add_torch_runner_arguments(parser, with_cast=True)
+    assert torch_runner_options(parser.parse_args([])) == {}
+    args = parser.parse_args(["--no-cuda-graphs", "--compile", "--cast", "half"])
+    assert torch_runner_options(args) == {"cuda_graphs": False, "compile": True, "cast": "half"}
+    assert torch_runner_options(args, backend="onnxruntime") == {}
+    common = ["bench", "--config", "vit_tiny_detr", "--size", "64x48", "--iters", "2",
+              "--warmup", "0", "--backend", "torch", "--threads", "1"]
+    assert main(common + ["--no-cuda-graphs"]) == 0
+    assert "torch " in capsys.readouterr().out  # label without +graphs on the CPU
+    assert main(common + ["--cuda-graphs"]) == 1  # the only backend cannot run: said why
+    assert "CUDA graphs need a CUDA device" in capsys.readouterr().err

@@ -35,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int,
                         help="CPU threads for torch and ONNX Runtime (default: physical cores)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the torch backend")
+    from vit_perception.runtime.runner_options import add_torch_runner_arguments
+
+    add_torch_runner_arguments(parser, with_cast=True)
     parser.add_argument("--cache-dir", help="where exported ONNX / engines are cached")
     parser.add_argument("--json", help="write the results as JSON to this path")
 
@@ -176,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
     from vit_perception.runtime.base import RunnerError
     from vit_perception.runtime.onnx_runner import physical_cores
     from vit_perception.runtime.predictor import Predictor
+    from vit_perception.runtime.runner_options import torch_runner_options
 
     threads = args.threads or physical_cores()
     torch.set_num_threads(threads)
@@ -186,12 +189,12 @@ def run(args: argparse.Namespace) -> int:
     for spec in args.backend:
         backend, _, precision = spec.partition(":")
         precision = precision or args.precision
-        options: dict[str, Any] = {}
-        if backend == "torch" and args.compile:
-            options["compile"] = True
+        options: dict[str, Any] = torch_runner_options(args, backend)
         if backend in ("onnxruntime", "onnx", "ort"):
             options["intra_op_threads"] = threads
+        graphs = options.get("cuda_graphs", str(args.device).startswith("cuda"))
         label = backend + ("+compile" if options.get("compile") else "") + \
+            ("+graphs" if backend == "torch" and graphs else "") + \
             (f":{precision}" if precision != args.precision else "")
         try:
             with warnings.catch_warnings():

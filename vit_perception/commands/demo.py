@@ -24,6 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-frames", type=int, default=100)
     parser.add_argument("--size", default="320x240", help="synthetic frame size WxH")
     parser.add_argument("--classes", type=int, default=4, help="number of object classes")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu or cuda[:N] for training, the predictor and the node (cpu)")
+    from vit_perception.runtime.runner_options import add_torch_runner_arguments
+
+    add_torch_runner_arguments(parser)
     parser.add_argument("--no-node", action="store_true",
                         help="skip step 4 (for machines without ROS 2: no env.sh)")
 
@@ -66,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         run_dir = out / "run"
         cfg = load_config(args.config, {"classes": classes.read_text().split()})
         summary = train(cfg, [train_bag], [val_bag], run_dir, time_budget=args.train_minutes,
-                        resume=(run_dir / "last.pt").exists())
+                        resume=(run_dir / "last.pt").exists(), device=args.device)
         checkpoint = Path(summary["best"])
         best = summary.get("best_AP50") or float("nan")
         print(f"  best checkpoint {checkpoint} (val AP50 {best:.3f}, {summary['steps']} steps, "
@@ -75,8 +80,11 @@ def run(args: argparse.Namespace) -> int:
     _step(3, "evaluating on the held-out bag through the predictor")
     from vit_perception.evaluation.replay import replay_model
     from vit_perception.runtime.predictor import Predictor
+    from vit_perception.runtime.runner_options import torch_runner_options
 
-    predictor = Predictor.load(checkpoint, backend="torch", score_threshold=0.01)
+    runner_options = torch_runner_options(args)
+    predictor = Predictor.load(checkpoint, backend="torch", device=args.device,
+                               score_threshold=0.01, **runner_options)
     predictions = out / "predictions"
     if predictions.is_dir():  # this demo's own output from an earlier run: replaced
         shutil.rmtree(predictions)
@@ -91,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     node_ap50 = None
     if not args.no_node:
         _step(4, "perception_node over the held-out frames through ROS 2 topics")
-        node_ap50, node_latency, node_preds = _run_node(checkpoint, val_bag, classes, out)
+        node_ap50, node_latency, node_preds = _run_node(
+            checkpoint, val_bag, classes, out, {"device": args.device, **runner_options})
         report["node"] = {"AP50": node_ap50, "frames": len(node_preds),
                           "answered": len(node_latency),
                           "same_top_detection": _same_top(node_preds, result.predictions),
@@ -103,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     (out / "demo.json").write_text(json.dumps(report, indent=2, default=float))
     print(f"AP50 {m['AP50']:.3f}")
     print(f"latency median {m['latency_ms']['median']:.1f} ms p90 {m['latency_ms']['p90']:.1f} ms"
-          f" (predictor, {predictor.input_size[0]}x{predictor.input_size[1]}, CPU)")
+          f" (predictor, {predictor.input_size[0]}x{predictor.input_size[1]}, {args.device})")
     if node_ap50 is not None:
         print(f"node AP50 {node_ap50:.3f}, end-to-end latency median "
               f"{report['node']['latency_ms']['median']:.1f} ms p90 "
@@ -114,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_node(checkpoint, val_bag, classes, out):
+def _run_node(checkpoint, val_bag, classes, out, params=None):
     """Replay the held-out frames through a perception_node process; score its detections."""
     import cv2
     import numpy as np
@@ -127,7 +136,8 @@ def _run_node(checkpoint, val_bag, classes, out):
     frames = list(read_frames(val_bag, classes=classes, labelled_only=True))
     names = frames[0].classes if frames and frames[0].classes else []
     res = replay(((f.stamp_ns, f.frame_id, f.image) for f in frames),
-                 {"model": str(checkpoint), "score_threshold": 0.01}, out / "node.log")
+                 {"model": str(checkpoint), "score_threshold": 0.01, **(params or {})},
+                 out / "node.log")
     gts, preds = [], []
     frame_dir = out / "node_frames"
     frame_dir.mkdir(exist_ok=True)

@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="cpu", help="cpu | cuda[:N] (cpu)")
     g.add_argument("--precision", default="fp32",
                    help="fp32 | fp16 | bf16 | int8 (onnxruntime CPU) (fp32)")
+    from vit_perception.runtime.runner_options import add_torch_runner_arguments
+
+    add_torch_runner_arguments(g)
     g.add_argument("--score-threshold", type=float, default=0.01,
                    help="keep detections above this score for scoring (0.01)")
     g.add_argument("--max-detections", type=int, default=100)
@@ -70,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.model:
             from vit_perception.runtime.predictor import Predictor
+            from vit_perception.runtime.runner_options import torch_runner_options
 
             out_bag = None
             if (args.out_bag or "").lower() != "none":
@@ -78,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
             predictor = Predictor.load(args.model, backend=args.backend, device=args.device,
                                        precision=args.precision,
                                        score_threshold=args.score_threshold,
-                                       max_detections=args.max_detections)
+                                       max_detections=args.max_detections,
+                                       **torch_runner_options(args, args.backend))
             for attr in ("want_features", "want_attention", "want_embedding"):
                 if hasattr(predictor, attr):
                     setattr(predictor, attr, False)
