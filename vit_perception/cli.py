@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "train": "fine-tune a detector on frames recorded in rosbags",
     "distill": "train a small student detector from a teacher checkpoint (+ unlabelled bags)",
     "eval": "replay a rosbag through the predictor and report COCO mAP and latency",
+    "probe": "feature quality of a backbone on a labelled bag: k-NN, linear, attention in box",
     "extract": "extract frames from a rosbag for labelling, or import labelled COCO JSON",
     "export": "export a checkpoint to ONNX and build a TensorRT engine",
     "bench": "benchmark preprocess / inference / postprocess latency per backend",

@@ -1,0 +1,287 @@
+"""Feature quality of a backbone on a labelled bag, without training a detector.
+
+Three numbers in 0-1 (DINO's evaluations, on the robot's own objects):
+
+- ``knn_accuracy``: each ground-truth box becomes one object feature (the backbone's patch
+  features averaged over the box, each patch weighted by the fraction of its cell the box
+  covers, so boxes smaller than a patch still get one); frames are split into a train and a test
+  part (first / last frames: no frame, and few scenes, lands on both sides); each test object
+  takes the class of a cosine k-NN vote over the train objects (k = 20, votes weighted by
+  ``exp(similarity / 0.07)`` as DINO's ``eval_knn`` does).
+- ``linear_accuracy``: multinomial logistic regression (torch, L-BFGS, L2) on the same split.
+- ``attention_in_box``: the fraction of the [CLS] attention (mean over heads, renormalised over
+  the patches) that falls inside the union of the frame's ground-truth boxes, averaged over the
+  frames that have boxes. Attention spread evenly would score the boxes' share of the frame
+  (``box_area_fraction``, printed beside it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+KNN_K = 20
+KNN_TEMPERATURE = 0.07
+
+
+# ---------------------------------------------------------------- geometry
+
+
+def cell_overlap(lo: float, hi: float, cells: int, cell: float) -> np.ndarray:
+    """Fraction of each of ``cells`` 1-D cells of size ``cell`` that ``[lo, hi)`` covers."""
+    edges = np.arange(cells + 1, dtype=np.float64) * cell
+    return np.clip(np.minimum(hi, edges[1:]) - np.maximum(lo, edges[:-1]), 0, None) / cell
+
+
+def box_weights(box: np.ndarray, grid: tuple[int, int], cell: tuple[float, float]) -> np.ndarray:
+    """``[h, w]`` fraction of each feature cell covered by an xyxy box in input pixels.
+
+    ``grid`` is (rows, cols); ``cell`` the cell size (height, width) in input pixels.
+    """
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return np.outer(cell_overlap(y1, y2, grid[0], cell[0]), cell_overlap(x1, x2, grid[1], cell[1]))
+
+
+def union_coverage(boxes: np.ndarray, grid: tuple[int, int], cell: tuple[float, float],
+                   input_hw: tuple[int, int]) -> np.ndarray:
+    """``[h, w]`` fraction of each cell inside the union of ``boxes`` (xyxy, input pixels)."""
+    import cv2
+
+    ph, pw = int(round(grid[0] * cell[0])), int(round(grid[1] * cell[1]))
+    mask = np.zeros((max(ph, input_hw[0]), max(pw, input_hw[1])), np.float32)
+    for x1, y1, x2, y2 in np.asarray(boxes, np.float64).reshape(-1, 4):
+        mask[int(max(0, round(y1))):int(round(y2)), int(max(0, round(x1))):int(round(x2))] = 1
+    return cv2.resize(mask[:ph, :pw], (grid[1], grid[0]), interpolation=cv2.INTER_AREA)
+
+
+def pool_box_features(features: Tensor, boxes: np.ndarray, cell: tuple[float, float]
+                      ) -> Tensor:
+    """``features [C, h, w]`` -> ``[n, C]``, one coverage-weighted mean per xyxy box."""
+    c, h, w = features.shape
+    if len(boxes) == 0:
+        return features.new_zeros(0, c)
+    weights = np.stack([box_weights(b, (h, w), cell) for b in boxes])  # [n, h, w]
+    wt = torch.as_tensor(weights, dtype=features.dtype, device=features.device).flatten(1)
+    total = wt.sum(1, keepdim=True)
+    return (wt @ features.flatten(1).T) / total.clamp(min=1e-12)
+
+
+def attention_fraction(attention: Tensor, coverage: np.ndarray) -> float:
+    """Share of a ``[heads, h, w]`` (or ``[h, w]``) attention map inside ``coverage [h, w]``."""
+    att = attention.float()
+    if att.ndim == 3:
+        att = att.mean(0)
+    att = att.clamp(min=0)
+    total = float(att.sum())
+    if total <= 0:
+        return 0.0
+    return float((att * torch.as_tensor(coverage, dtype=att.dtype)).sum()) / total
+
+
+# ---------------------------------------------------------------- classifiers
+
+
+def split_by_frame(frame_ids: np.ndarray, test_fraction: float = 0.5
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean (train, test) masks over objects: the last ``test_fraction`` of the distinct
+    frames (in frame order) are the test part, so one frame's objects never sit on both sides."""
+    frames = np.unique(frame_ids)
+    if len(frames) < 2:
+        raise ValueError(f"need objects in at least 2 frames to split, got {len(frames)}")
+    n_test = min(len(frames) - 1, max(1, int(round(len(frames) * test_fraction))))
+    test_frames = frames[len(frames) - n_test:]
+    test = np.isin(frame_ids, test_frames)
+    return ~test, test
+
+
+def knn_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor,
+                 k: int = KNN_K, temperature: float = KNN_TEMPERATURE) -> float:
+    """Accuracy of a cosine k-NN classifier (DINO's weighted vote) on ``test_x [m, C]``."""
+    if len(test_x) == 0 or len(train_x) == 0:
+        raise ValueError("k-NN needs train and test objects")
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    a, b = F.normalize(train_x.float(), dim=1), F.normalize(test_x.float(), dim=1)
+    correct = 0
+    for start in range(0, len(b), 1024):
+        sim = b[start:start + 1024] @ a.T  # [m, n]
+        top, idx = sim.topk(min(k, len(a)), dim=1)
+        votes = torch.zeros(len(top), num_classes)
+        votes.scatter_add_(1, train_y[idx], (top / temperature).exp())
+        correct += int((votes.argmax(1) == test_y[start:start + 1024]).sum())
+    return correct / len(b)
+
+
+def linear_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor,
+                    weight_decay: float = 1e-3, iterations: int = 200) -> float:
+    """Accuracy of a logistic-regression probe (features standardised on the train part)."""
+    if len(test_x) == 0 or len(train_x) == 0:
+        raise ValueError("the linear probe needs train and test objects")
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    x = train_x.double()
+    mean, std = x.mean(0), x.std(0, unbiased=False).clamp(min=1e-6)
+    x, xt = (x - mean) / std, (test_x.double() - mean) / std
+    w = torch.zeros(x.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, bias], lr=1.0, max_iter=iterations,
+                            line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(x @ w + bias, train_y) + weight_decay * (w * w).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    with torch.no_grad():
+        return float(((xt @ w + bias).argmax(1) == test_y).double().mean())
+
+
+# ---------------------------------------------------------------- the probe
+
+
+@dataclass
+class ProbeSample:
+    """One frame kept for the figure: input-size image, boxes, features, attention."""
+
+    index: int
+    image: np.ndarray  # [H, W, 3] uint8, the model input (letterboxed)
+    boxes: np.ndarray  # [n, 4] xyxy in input pixels
+    names: list[str]
+    features: np.ndarray  # [C, h, w]
+    attention: np.ndarray  # [heads, h, w]
+
+
+@dataclass
+class ProbeResult:
+    knn_accuracy: float
+    linear_accuracy: float
+    attention_in_box: float
+    box_area_fraction: float  # what evenly spread attention would score
+    objects: int
+    train_objects: int
+    test_objects: int
+    frames: int
+    classes: list[str]
+    samples: list[ProbeSample] = field(default_factory=list, repr=False)
+
+    def metrics(self) -> dict[str, float]:
+        """The JSON the ``probe`` command writes."""
+        return {"knn_accuracy": self.knn_accuracy, "linear_accuracy": self.linear_accuracy,
+                "attention_in_box": self.attention_in_box}
+
+
+@dataclass
+class _Batch:
+    indices: list[int] = field(default_factory=list)
+    images: list[np.ndarray] = field(default_factory=list)
+    boxes: list[np.ndarray] = field(default_factory=list)
+    labels: list[np.ndarray] = field(default_factory=list)
+    names: list[list[str]] = field(default_factory=list)
+
+
+class FeatureCollector:
+    """Runs ``backbone`` over labelled frames, keeping one pooled feature per box and the
+    attention share of each frame (``add(frame)`` then ``result()``)."""
+
+    def __init__(self, backbone: torch.nn.Module, input_size: tuple[int, int],
+                 mean, std, device: str = "cpu", batch_size: int = 8,
+                 keep: Iterable[int] = ()):
+        self.backbone = backbone.eval().to(device)
+        self.input_size = input_size
+        self.mean, self.std, self.device = mean, std, device
+        self.batch_size = max(1, int(batch_size))
+        self.keep = set(keep)
+        self.feats: list[Tensor] = []
+        self.labels: list[np.ndarray] = []
+        self.frame_ids: list[np.ndarray] = []
+        self.attention: list[float] = []
+        self.coverage: list[float] = []
+        self.samples: list[ProbeSample] = []
+        self.frames = 0
+        self._batch = _Batch()
+
+    def add(self, ordinal: int, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
+            names: list[str]) -> None:
+        b = self._batch
+        b.indices.append(ordinal)
+        b.images.append(image)
+        b.boxes.append(np.asarray(boxes, np.float64).reshape(-1, 4))
+        b.labels.append(np.asarray(labels, np.int64))
+        b.names.append(list(names))
+        if len(b.images) >= self.batch_size:
+            self.flush()
+
+    @torch.no_grad()
+    def flush(self) -> None:
+        from vit_perception.models.preprocess import preprocess
+
+        b, self._batch = self._batch, _Batch()
+        if not b.images:
+            return
+        w, h = self.input_size
+        x, boxes_lb = preprocess(b.images, w, h, self.mean, self.std, self.device)
+        out = self.backbone(x)
+        feats, att = out["features"].float().cpu(), out["attention"].float().cpu()
+        ph, pw = out.get("padded_size", (h, w))
+        grid = (feats.shape[-2], feats.shape[-1])
+        cell = (ph / grid[0], pw / grid[1])
+        for j, idx in enumerate(b.indices):
+            self.frames += 1
+            boxes = np.asarray(boxes_lb[j].to_input(b.boxes[j]), np.float64)
+            if len(boxes):
+                self.feats.append(pool_box_features(feats[j], boxes, cell))
+                self.labels.append(b.labels[j])
+                self.frame_ids.append(np.full(len(boxes), idx))
+                cov = union_coverage(boxes, grid, cell, (h, w))
+                self.attention.append(attention_fraction(att[j], cov))
+                self.coverage.append(float(cov.mean()))
+            if idx in self.keep:
+                img = _denormalise(x[j].cpu(), self.mean, self.std)
+                self.samples.append(ProbeSample(idx, img, boxes, b.names[j],
+                                                feats[j].numpy(), att[j].numpy()))
+
+    def result(self, classes: list[str], test_fraction: float = 0.5) -> ProbeResult:
+        self.flush()
+        if not self.feats:
+            raise ValueError("no labelled boxes found: the probe needs ground-truth boxes")
+        x = torch.cat(self.feats)
+        y = torch.as_tensor(np.concatenate(self.labels))
+        fid = np.concatenate(self.frame_ids)
+        train, test = split_by_frame(fid, test_fraction)
+        tr, te = torch.as_tensor(train), torch.as_tensor(test)
+        return ProbeResult(
+            knn_accuracy=knn_accuracy(x[tr], y[tr], x[te], y[te]),
+            linear_accuracy=linear_accuracy(x[tr], y[tr], x[te], y[te]),
+            attention_in_box=float(np.mean(self.attention)),
+            box_area_fraction=float(np.mean(self.coverage)),
+            objects=len(x), train_objects=int(train.sum()), test_objects=int(test.sum()),
+            frames=self.frames, classes=classes, samples=sorted(self.samples,
+                                                               key=lambda s: s.index))
+
+
+def _denormalise(x: Tensor, mean, std) -> np.ndarray:
+    m = torch.tensor(mean).view(3, 1, 1)
+    s = torch.tensor(std).view(3, 1, 1)
+    return ((x * s + m) * 255).clamp(0, 255).round().byte().permute(1, 2, 0).numpy()
+
+
+def probe_frames(backbone: torch.nn.Module, frames: Iterable, classes: list[str],
+                 input_size: tuple[int, int], mean, std, *, device: str = "cpu",
+                 batch_size: int = 8, test_fraction: float = 0.5, keep: Iterable[int] = (),
+                 progress: Callable[[int], None] | None = None) -> ProbeResult:
+    """Probe ``backbone`` (a module returning ``features``/``attention``) on labelled frames
+    (``data.bags.Frame`` objects; unlabelled ones are skipped). ``keep``: ordinals of frames
+    to keep as figure samples; ``progress(n)`` is called once per frame."""
+    collector = FeatureCollector(backbone, input_size, mean, std, device, batch_size, keep)
+    for ordinal, frame in enumerate(frames):
+        if frame.labelled:
+            collector.add(ordinal, frame.image, frame.boxes, frame.labels, frame.class_names)
+        if progress is not None:
+            progress(1)
+    return collector.result(classes, test_fraction)
