@@ -150,3 +150,23 @@ def test_put_returns_while_the_consumer_is_stuck_in_inference():
     release.set()
     worker.join(timeout=5)
     assert taken == [0, 1000]
+
+
+@pytest.mark.parametrize("hz", [0.3, 1.0, 30.0, 200.0])
+def test_rate_is_right_at_any_speed(hz):
+    """A 5 s window holds one event of a 0.3 Hz stream: the rate comes from the last events."""
+    clock = FakeClock(0.0)
+    stats = NodeStats(window_s=5.0, clock=clock)
+    for i in range(12):
+        clock.t = i / hz
+        stats.on_input()
+        stats.on_processed(0.01)
+        for frac in (0.0, 0.5, 0.99):  # read at any moment between events
+            clock.t = (i + frac) / hz
+            if i >= 2:
+                assert stats.input_rate() == pytest.approx(hz, rel=0.01), (i, frac)
+                assert stats.processed_rate() == pytest.approx(hz, rel=0.01)
+    clock.t = 11 / hz + 1.5 / hz  # a missed event: lower, not zero yet
+    assert 0 < stats.input_rate() < hz
+    clock.t = 11 / hz + max(5.0, 2 / hz) + 0.01  # stopped: zero
+    assert stats.input_rate() == 0.0

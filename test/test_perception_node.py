@@ -29,19 +29,9 @@ def frame(seed: int, w: int = 400, h: int = 300) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    import torch
+    from ros_support.models import tiny_checkpoint
 
-    from vit_perception.config import available_configs, load_config
-    from vit_perception.models.builder import build
-    from vit_perception.models.checkpoint import save_checkpoint
-
-    torch.manual_seed(0)
-    name = next(n for n in available_configs() if "tiny" in n)
-    cfg = load_config(name)
-    model, _, _ = build(cfg)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, model, cfg)
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
 @pytest.fixture(scope="module")

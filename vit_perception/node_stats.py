@@ -16,10 +16,16 @@ T = TypeVar("T")
 
 
 class _RateWindow:
-    """Events per second over the last `window_s` seconds."""
+    """Events per second over the last `window_s` seconds, or over the last `min_events` events
+    when those span longer: a 0.3 Hz stream reads 0.3 Hz, not 0 (a 5 s window holds one event).
 
-    def __init__(self, window_s: float):
+    Between events the rate holds while the gap is within one mean interval, then decays as the
+    gap grows, and reads 0 once no event came for `window_s` and two mean intervals.
+    """
+
+    def __init__(self, window_s: float, min_events: int = 5):
         self.window_s = window_s
+        self.min_events = max(2, int(min_events))
         self._times: deque[float] = deque()
 
     def add(self, now: float) -> None:
@@ -31,11 +37,16 @@ class _RateWindow:
         n = len(self._times)
         if n < 2:
             return 0.0
-        # n events span n-1 intervals; measuring up to `now` makes a stopped stream decay.
-        return (n - 1) / max(now - self._times[0], 1e-9)
+        first, last = self._times[0], self._times[-1]
+        mean = max(last - first, 1e-9) / (n - 1)
+        if now - last > max(self.window_s, 2 * mean):
+            return 0.0
+        # n events span n-1 intervals; a gap longer than one mean interval counts as time
+        # without events, so a stopped stream decays instead of holding its last rate.
+        return (n - 1) / max(last - first, now - first - mean, 1e-9)
 
     def _trim(self, now: float) -> None:
-        while self._times and self._times[0] < now - self.window_s:
+        while len(self._times) > self.min_events and self._times[0] < now - self.window_s:
             self._times.popleft()
 
 

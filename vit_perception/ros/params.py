@@ -45,12 +45,28 @@ class NodeSettings:
     features_dtype: str = "float16"
     qos_depth: int = 1
     qos_reliability: str = "best_effort"
+    image_topics: list[str] = field(default_factory=list)
+    threads: int = 0
+    cuda_graphs: bool = True
+    compile: bool = False
 
     @property
     def input_size(self) -> tuple[int, int] | None:
         if self.input_width and self.input_height:
             return self.input_width, self.input_height
         return None
+
+    def runner_options(self) -> dict[str, object]:
+        """Predictor.load's runner options set away from their defaults (a runner that does
+        not know an option then fails only where the user asked for it)."""
+        options: dict[str, object] = {}
+        if self.threads:
+            options["threads"] = self.threads
+        if not self.cuda_graphs:
+            options["cuda_graphs"] = False
+        if self.compile:
+            options["compile"] = True
+        return options
 
 
 # name -> (description, read_only, range or choices)
@@ -76,7 +92,14 @@ _SPECS: dict[str, tuple[str, bool, object]] = {
     "features_dtype": ("float16 or float32", False, FEATURE_DTYPES),
     "qos_depth": ("image subscription queue depth", True, (1, 100)),
     "qos_reliability": ("image subscription reliability", True, RELIABILITY),
+    "image_topics": ("camera topics served by this node, batched together; outputs go under "
+                     "<camera>/ (e.g. front/detections); empty: the one remappable `image` "
+                     "topic, outputs without prefix", True, None),
+    "threads": ("CPU threads of the inference backend, 0: its own choice", True, (0, 256)),
+    "cuda_graphs": ("capture CUDA graphs (torch on CUDA only; ignored on the CPU)", True, None),
+    "compile": ("torch.compile the model (slow first frames; torch only)", True, None),
 }
+_STRING_ARRAYS = ("class_names", "image_topics")
 
 
 def declare(node) -> None:
@@ -93,7 +116,7 @@ def declare(node) -> None:
             desc.integer_range = [IntegerRange(from_value=bounds[0], to_value=bounds[1], step=1)]
         elif bounds:
             desc.additional_constraints = "one of: " + ", ".join(bounds)
-        if name == "class_names":
+        if name in _STRING_ARRAYS:
             node.declare_parameter(name, Parameter.Type.STRING_ARRAY, desc)
         else:
             node.declare_parameter(name, value, desc)
@@ -117,7 +140,7 @@ def read(node) -> NodeSettings:
     """All parameters as NodeSettings; raises ParamError naming the first bad one."""
     values = {}
     for name in _SPECS:
-        if name == "class_names":  # a string array declared without a value reads as unset
+        if name in _STRING_ARRAYS:  # a string array declared without a value reads as unset
             p = node.get_parameter_or(name, Parameter(name, Parameter.Type.STRING_ARRAY, []))
             values[name] = list(p.value or [])
             continue
@@ -125,6 +148,11 @@ def read(node) -> NodeSettings:
         values[name] = _check(name, value)
     if not values["model"]:
         raise ParamError("parameter 'model' is empty: give a checkpoint or a model config")
+    topics = [t.strip() for t in values["image_topics"]]
+    if any(not t for t in topics) or len(set(topics)) != len(topics):
+        raise ParamError(f"parameter 'image_topics' = {values['image_topics']!r}: topics must "
+                         "be non-empty and distinct")
+    values["image_topics"] = topics
     return NodeSettings(**values)
 
 
