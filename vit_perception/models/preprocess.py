@@ -9,6 +9,7 @@ A point ``x`` of the frame (continuous pixel coordinates, edges at integers) lan
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -77,13 +78,16 @@ def letterbox_params(src_w: int, src_h: int, dst_w: int, dst_h: int) -> Letterbo
 
 
 def preprocess(frames: Sequence[np.ndarray | Tensor], width, height=None, mean=None, std=None,
-               device=None) -> tuple[Tensor, list[Letterbox]]:
-    """``H x W x 3`` uint8 RGB frames -> (``[B, 3, height, width]`` float32, letterboxes).
+               device=None, dtype: torch.dtype = torch.float32
+               ) -> tuple[Tensor, list[Letterbox]]:
+    """``H x W x 3`` uint8 RGB frames -> (``[B, 3, height, width]`` ``dtype``, letterboxes).
 
     Also accepts the contract form ``preprocess(frames, (width, height), mean, std, device)``.
     Resizing is bilinear (``align_corners=False``) on ``device`` (default: the first frame's
     device for tensors, else CPU): of the uint8 pixels with OpenCV on the CPU, of floats in
-    torch elsewhere (frames of equal size as one batch).
+    torch elsewhere (frames of equal size as one batch). On CUDA the uint8 frames of a size
+    are gathered into one reused pinned host buffer and uploaded in one asynchronous copy;
+    letterbox and normalisation then run on the device, written in ``dtype`` (the model's).
     """
     if isinstance(width, (tuple, list)):
         mean, std, device = height, mean, std
@@ -94,30 +98,87 @@ def preprocess(frames: Sequence[np.ndarray | Tensor], width, height=None, mean=N
     device = torch.device(device)
     mean = tuple(mean if mean is not None else IMAGENET_MEAN)
     std = tuple(std if std is not None else IMAGENET_STD)
-    out = torch.zeros(len(frames), 3, height, width, device=device)
     boxes = [letterbox_params(f.shape[1], f.shape[0], width, height) for f in frames]
     if device.type == "cpu" and all(f.dtype in (np.uint8, torch.uint8) for f in frames):
+        out = torch.zeros(len(frames), 3, height, width)
         _letterbox_cpu(frames, boxes, out.numpy(), mean, std)
-        return out, boxes
+        return out.to(dtype), boxes
+    out = torch.zeros(len(frames), 3, height, width, device=device, dtype=dtype)
     mean_t = torch.tensor(mean, device=device).view(3, 1, 1) * 255.0
     inv_std = 1.0 / (torch.tensor(std, device=device).view(3, 1, 1) * 255.0)
     groups: dict[tuple[int, int], list[int]] = {}
     for i, f in enumerate(frames):
         groups.setdefault(tuple(f.shape[:2]), []).append(i)
     for indices in groups.values():
-        batch = torch.stack([torch.as_tensor(np.ascontiguousarray(frames[i]))
-                             if not isinstance(frames[i], Tensor) else frames[i]
-                             for i in indices]).to(device, non_blocking=True)
+        group = [frames[i] for i in indices]
+        if device.type == "cuda" and all(isinstance(f, np.ndarray) and f.dtype == np.uint8
+                                         for f in group):
+            batch = uploader(device).upload(group)  # type: ignore[arg-type]
+        else:
+            batch = torch.stack([torch.as_tensor(np.ascontiguousarray(f))
+                                 if not isinstance(f, Tensor) else f
+                                 for f in group]).to(device, non_blocking=True)
         x = batch.permute(0, 3, 1, 2).float()
         lb = boxes[indices[0]]
         if (lb.resized_h, lb.resized_w) != tuple(x.shape[-2:]):
             x = F.interpolate(x, size=(lb.resized_h, lb.resized_w), mode="bilinear",
                               align_corners=False)
-        for j, i in enumerate(indices):  # normalise straight into the letterboxed input
-            dst = out[i, :, lb.pad_y:lb.pad_y + lb.resized_h, lb.pad_x:lb.pad_x + lb.resized_w]
-            torch.sub(x[j], mean_t, out=dst)
-            dst.mul_(inv_std)
+        x = (x - mean_t) * inv_std  # the group normalised in float32, written in dtype
+        for j, i in enumerate(indices):
+            out[i, :, lb.pad_y:lb.pad_y + lb.resized_h, lb.pad_x:lb.pad_x + lb.resized_w] = x[j]
     return out, boxes
+
+
+class PinnedUploader:
+    """Uploads same-size uint8 frames as one ``[B, H, W, 3]`` tensor on ``device``.
+
+    The frames are copied into a page-locked host buffer (one per ``(B, H, W)``, reused) and
+    sent with one asynchronous copy; an event recorded after the copy makes the next use of that
+    buffer wait until the device has read it. ``pin=False`` (any non-CUDA device) keeps the same
+    buffering with ordinary memory, so the logic runs anywhere.
+    """
+
+    def __init__(self, device: torch.device | str, pin: bool | None = None,
+                 max_buffers: int = 4) -> None:
+        self.device = torch.device(device)
+        self.pin = self.device.type == "cuda" if pin is None else pin
+        self.max_buffers = max_buffers
+        self._buffers: dict[tuple[int, ...], tuple[Tensor, object | None]] = {}
+        self._lock = threading.Lock()
+        self.allocations = 0
+
+    def upload(self, frames: Sequence[np.ndarray]) -> Tensor:
+        shape = (len(frames), *frames[0].shape)
+        with self._lock:
+            host, done = self._buffers.pop(shape, (None, None))
+            if host is None:
+                if len(self._buffers) >= self.max_buffers:
+                    self._buffers.pop(next(iter(self._buffers)))
+                host = torch.empty(shape, dtype=torch.uint8, pin_memory=self.pin)
+                self.allocations += 1
+            if done is not None:
+                done.synchronize()  # type: ignore[attr-defined]  # the last copy has read it
+            view = host.numpy()
+            for j, f in enumerate(frames):
+                view[j] = f
+            dev = host.to(self.device, non_blocking=self.pin, copy=True)
+            event = None
+            if self.pin:
+                event = torch.cuda.Event()
+                event.record(torch.cuda.current_stream(self.device))
+            self._buffers[shape] = (host, event)
+        return dev
+
+
+_UPLOADERS: dict[str, PinnedUploader] = {}
+
+
+def uploader(device: torch.device) -> PinnedUploader:
+    """The process's uploader for ``device`` (pinned buffers are costly to allocate)."""
+    key = str(device)
+    if key not in _UPLOADERS:
+        _UPLOADERS[key] = PinnedUploader(device)
+    return _UPLOADERS[key]
 
 
 def _letterbox_cpu(frames: Sequence[np.ndarray | Tensor], boxes: Sequence[Letterbox],

@@ -191,8 +191,8 @@ class Predictor:
         from vit_perception.models.preprocess import preprocess
 
         images, letterboxes = preprocess(list(frames), self.input_size, self._mean, self._std,
-                                         self.device)
-        return images.to(self.runner.input_dtype), letterboxes
+                                         self.device, dtype=self.runner.input_dtype)
+        return images, letterboxes
 
     def postprocess(self, outputs: dict[str, torch.Tensor], letterboxes: list[Any]
                     ) -> list[Prediction]:
