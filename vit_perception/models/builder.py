@@ -15,8 +15,8 @@ def build_backbone(backbone: dict, input_size: tuple[int, int],
     """``backbone`` is ``cfg["model"]["backbone"]``; ``input_size`` is (width, height).
 
     ``type: vit`` (patch_size, embed_dim, depth, num_heads, mlp_ratio, num_registers,
-    layer_scale, drop_path) or ``type: swin`` (variant t/s/b, drop_path); ``pretrained`` is an
-    optional weights file path, loaded when ``load_pretrained``.
+    layer_scale, drop_path, stem: patch | conv) or ``type: swin`` (variant t/s/b, drop_path);
+    ``pretrained`` is an optional weights file path, loaded when ``load_pretrained``.
     """
     kind = backbone.get("type", "vit")
     if kind == "vit":
@@ -29,7 +29,8 @@ def build_backbone(backbone: dict, input_size: tuple[int, int],
             mlp_ratio=float(backbone.get("mlp_ratio", 4.0)),
             num_registers=int(backbone.get("num_registers", 0)),
             layer_scale=backbone.get("layer_scale"),
-            drop_path=float(backbone.get("drop_path", 0.0)))
+            drop_path=float(backbone.get("drop_path", 0.0)),
+            stem=str(backbone.get("stem", "patch")))
     elif kind == "swin":
         from vit_perception.models.swin import SwinBackbone
 

@@ -156,6 +156,33 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
+class ConvStem(nn.Module):
+    """The convolutional stem of "Early convolutions help transformers see better" (Xiao et al.,
+    2021) in place of the patch projection: log2(p) 3x3 stride-2 convolutions with BatchNorm and
+    ReLU (channels doubling up to ``embed_dim``), then a 1x1 convolution (``proj``) to
+    ``embed_dim``. Same output as ``PatchEmbed``: ``[B, 3, H, W]`` -> ``[B, (H/p)*(W/p), D]``
+    for ``H, W`` multiples of ``p``."""
+
+    def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3):
+        super().__init__()
+        n = patch_size.bit_length() - 1
+        if patch_size < 2 or 1 << n != patch_size:
+            raise ValueError(f"stem: conv needs a power-of-two patch_size, got {patch_size}")
+        widths = [max(16, embed_dim >> (n - 1 - i)) for i in range(n)]
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip([in_chans, *widths[:-1]], widths):
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
+                       nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+        self.stem = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(widths[-1], embed_dim, kernel_size=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(self.stem(x)).flatten(2).transpose(1, 2)
+
+
+STEMS = {"patch": PatchEmbed, "conv": ConvStem}
+
+
 class ViTBackbone(nn.Module):
     """ViT returning dense patch features, the [CLS] embedding and the last block's [CLS] attention.
 
@@ -166,15 +193,19 @@ class ViTBackbone(nn.Module):
     def __init__(self, *, input_size: tuple[int, int], patch_size: int = 16, embed_dim: int = 384,
                  depth: int = 12, num_heads: int = 6, mlp_ratio: float = 4.0,
                  num_registers: int = 0, layer_scale: float | None = None,
-                 drop_path: float = 0.0):
+                 drop_path: float = 0.0, stem: str = "patch"):
         super().__init__()
+        if stem not in STEMS:
+            raise ValueError(f"model.backbone.stem must be one of {', '.join(STEMS)}, "
+                             f"got {stem!r}")
         width, height = input_size
         self.patch_size = patch_size
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.num_registers = num_registers
         self.grid = (-(-height // patch_size), -(-width // patch_size))  # rows, cols
-        self.patch_embed = PatchEmbed(patch_size, embed_dim)
+        self.stem_kind = stem
+        self.patch_embed = STEMS[stem](patch_size, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid[0] * self.grid[1], embed_dim))
         if num_registers:
