@@ -13,6 +13,7 @@ SUBCOMMANDS = {
     "models": "list the model configs with parameter count and GFLOPs",
     "synth": "write a synthetic lab rosbag (images + ground-truth labels)",
     "train": "fine-tune a detector on frames recorded in rosbags",
+    "pretrain": "DINO self-distillation of a backbone on unlabelled rosbag frames",
     "distill": "train a small student detector from a teacher checkpoint (+ unlabelled bags)",
     "eval": "replay a rosbag through the predictor and report COCO mAP and latency",
     "probe": "feature quality of a backbone on a labelled bag: k-NN, linear, attention in box",

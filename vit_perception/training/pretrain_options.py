@@ -85,7 +85,7 @@ PRETRAIN_DEFAULTS: dict = {
     "cache_max_mb": 4096,
     "seed": 0,
     "threads": 0,
-    "log_every_steps": 10,
+    "log_every_steps": 1,  # the collapse signals are logged every step
 }
 
 

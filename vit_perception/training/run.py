@@ -292,10 +292,15 @@ class RunTrainer:
         if due and self.epoch_start < self.sampler.per_rank():
             self.save_last()
 
-    def finish_epoch(self) -> dict:
-        """Evaluate (main rank), log a row, plot the curves, write ``last.pt``."""
+    def plot_curves(self) -> None:
+        """Draw ``curves.png`` from the logs (loss and validation AP by default)."""
         from vit_perception.training.plots import plot_curves
 
+        assert self.log is not None
+        plot_curves(self.log.epochs, self.log.steps_path, self.out / "curves.png")
+
+    def finish_epoch(self) -> dict:
+        """Evaluate (main rank), log a row, plot the curves, write ``last.pt``."""
         metrics: dict = {}
         if self.dist.main:
             t0 = time.perf_counter()
@@ -311,7 +316,7 @@ class RunTrainer:
             assert self.log is not None
             self.log.epoch(row)
             log.info(self.log_line(row))
-            plot_curves(self.log.epochs, self.log.steps_path, self.out / "curves.png")
+            self.plot_curves()
         self.epoch_loss = [0.0, 0]
         self.save_last(metrics)
         self.dist.barrier()

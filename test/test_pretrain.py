@@ -1,0 +1,191 @@
+"""pretrain (DINO): a few steps lower the loss; the teacher is an exact EMA of the student;
+centring follows its formula; a collapsing setting is stopped and reported; a killed run resumes
+onto the same curve; backbone.pt loads in train --init, the predictor and ONNX export."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vit_perception.cli import main
+from vit_perception.config import load_config
+from vit_perception.data.synth import write_synthetic_bag
+from vit_perception.dino.loss import DINOLoss
+from vit_perception.dino.multicrop import MultiCrop, collate_views
+from vit_perception.dino.network import Teacher, build_network
+from vit_perception.dino.objective import Objective
+from vit_perception.models.builder import build_backbone
+from vit_perception.training.pretrain import pretrain
+from vit_perception.training.pretrain_options import pretrain_options
+from vit_perception.training.run import StopTraining
+
+SMALL = {"global_size": 48, "local_size": 32, "local_crops": 2, "out_dim": 128,
+         "hidden_dim": 64, "bottleneck_dim": 32, "batch_size": 4, "warmup_steps": 0,
+         "teacher_temp_warmup_steps": 0, "freeze_last_layer_steps": 0, "checkpoint_every_s": 0,
+         "seed": 5, "threads": 1, "lr": 1e-3}
+FAST = {"input": {"width": 64, "height": 64}, "pretrain": SMALL}
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def bag(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bags")
+    return str(write_synthetic_bag(root / "photo", frames=8, seed=1, size=(96, 72),
+                                   style="photo", num_classes=2))
+
+
+def _cfg(**pretrain_opts) -> dict:
+    cfg = load_config("vit_tiny_detr", FAST)
+    cfg["pretrain"].update(pretrain_opts)
+    return cfg
+
+
+def _steps(run_dir) -> dict[int, dict]:
+    rows = [json.loads(line) for line in (run_dir / "steps.jsonl").read_text().splitlines()]
+    return {r["step"]: r for r in rows}
+
+
+def _network(opts: dict):
+    cfg = load_config("vit_tiny_detr", FAST)
+    torch.manual_seed(0)
+    return build_network(build_backbone(cfg["model"]["backbone"], (64, 64), False), opts), cfg
+
+
+def _views(opts: dict, cfg: dict, n: int = 4) -> list[torch.Tensor]:
+    rng = np.random.default_rng(0)
+    mc = MultiCrop(opts, cfg["input"]["mean"], cfg["input"]["std"])
+    frames = [(rng.random((64, 80, 3)) * 255).astype(np.uint8) for _ in range(n)]
+    return collate_views([mc(f, i) for i, f in enumerate(frames)])
+
+
+@pytest.mark.parametrize("ibot", [0.0, 1.0])
+def test_few_steps_lower_the_dino_loss(ibot):
+    torch.set_num_threads(1)
+    opts = pretrain_options({"pretrain": {**SMALL, "ibot_weight": ibot}})
+    student, cfg = _network(opts)
+    teacher, objective = Teacher(student), Objective(opts, True)
+    views = _views(opts, cfg)
+    assert [tuple(v.shape) for v in views] == [(4, 3, 48, 48)] * 2 + [(4, 3, 32, 32)] * 2
+    optim = torch.optim.AdamW(student.parameters(), lr=1e-3)
+    losses = []
+    for step in range(12):
+        loss, stats = objective(student, teacher, views, 0.04,
+                                torch.Generator().manual_seed(step))
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        teacher.update(student, 0.9)
+        losses.append(float(loss.detach()))
+    assert ("ibot_loss" in stats) == (ibot > 0)
+    assert sum(losses[-2:]) / 2 < 0.85 * losses[0], losses
+
+
+def test_teacher_is_an_exact_ema_of_the_student():
+    opts = pretrain_options({"pretrain": SMALL})
+    student, _ = _network(opts)
+    teacher = Teacher(student)
+    before = {k: v.clone() for k, v in teacher.module.state_dict().items()}
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(torch.randn_like(p))
+    teacher.update(student, 0.75)
+    after, new = teacher.module.state_dict(), student.state_dict()
+    assert not any(p.requires_grad for p in teacher.parameters())
+    for name, value in before.items():
+        expected = 0.75 * value + 0.25 * new[name]
+        torch.testing.assert_close(after[name], expected, rtol=0, atol=1e-6)
+    teacher.update(student, 1.0)  # momentum 1 (the schedule's end) freezes the teacher
+    torch.testing.assert_close(teacher.module.state_dict()["head.mlp.0.weight"],
+                               after["head.mlp.0.weight"], rtol=0, atol=0)
+
+
+def test_centring_and_sharpening_follow_the_formulas():
+    torch.manual_seed(0)
+    loss_fn = DINOLoss(6, student_temp=0.2, center_momentum=0.8)
+    loss_fn.center.fill_(0.5)
+    student = torch.randn(3 * 2, 6)  # 3 views x batch 2
+    teacher = torch.randn(2 * 2, 6)  # 2 global views
+    loss, stats = loss_fn(student, teacher, teacher_temp=0.05)
+    q = torch.softmax((teacher - 0.5) / 0.05, dim=-1).chunk(2)
+    s = torch.log_softmax(student / 0.2, dim=-1).chunk(3)
+    pairs = [(i, v) for i in range(2) for v in range(3) if v != i]
+    expected = sum(-(q[i] * s[v]).sum(-1).mean() for i, v in pairs) / len(pairs)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    torch.testing.assert_close(loss_fn.center, 0.8 * 0.5 + 0.2 * teacher.mean(0, keepdim=True))
+    p = torch.cat(q)
+    assert stats["teacher_entropy"] == pytest.approx(
+        float(-(p * p.log()).sum(-1).mean()), rel=1e-4)
+    assert stats["log_k"] == pytest.approx(math.log(6))
+    assert stats["kl"] > 0
+
+
+def test_pretrain_run_directory_and_backbone(bag, tmp_path):
+    result = pretrain(_cfg(epochs=2, samples_per_epoch=4), [bag], tmp_path / "run",
+                      progress=False)
+    run = tmp_path / "run"
+    assert result["steps"] == 2 and result["stopped"] == "epochs" and result["collapse"] is None
+    for name in ("backbone.pt", "last.pt", "config.yaml", "steps.jsonl", "metrics.jsonl",
+                 "curves.png"):
+        assert (run / name).is_file(), name
+    rows = _steps(run)
+    assert sorted(rows) == [1, 2]
+    for key in ("loss", "teacher_entropy", "batch_entropy", "kl", "teacher_temp", "momentum"):
+        assert key in rows[1], key
+    data = torch.load(run / "backbone.pt", weights_only=True)
+    assert data["config"]["model"]["backbone_only"] is True
+    assert all(k.startswith("backbone.") for k in data["state_dict"])
+    assert result["backbone"] == str(run / "backbone.pt")
+
+
+def test_collapsing_setting_is_detected_and_reported(bag, tmp_path, capsys):
+    # no sharpening (teacher as warm as the student, both hot): the teacher goes uniform
+    hot = {**SMALL, "samples_per_epoch": 16, "teacher_temp": 5.0,
+           "teacher_temp_warmup_start": 5.0, "student_temp": 5.0, "collapse_patience": 3}
+    sets = [x for k, v in hot.items() for x in ("--set", f"pretrain.{k}={v}")]
+    code = main(["pretrain", "--config", "vit_tiny_detr", "--bags", bag, "--out",
+                 str(tmp_path / "run"), "--epochs", "3", "--no-progress",
+                 "--set", "input.width=64", "--set", "input.height=64", *sets])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "collapsed" in err and "uniform" in err and "teacher_temp" in err
+    assert "no backbone.pt written" in err
+    rows = _steps(tmp_path / "run")
+    assert len(rows) == 3  # stopped at the third collapsed step, not after 3 epochs
+    assert all(r["teacher_entropy"] > 0.98 * math.log(128) for r in rows.values())
+    assert not (tmp_path / "run" / "backbone.pt").exists()
+
+
+def test_killed_run_resumes_on_the_same_curve(bag, tmp_path):
+    kwargs = {"epochs": 2, "samples_per_epoch": 8, "checkpoint_every_steps": 1,
+              "ibot_weight": 0.5}
+    full = pretrain(_cfg(**kwargs), [bag], tmp_path / "full", progress=False)
+    assert full["steps"] == 4
+
+    def kill_at_4(step, losses):  # dies in step 4; last.pt was written at step 3 (mid epoch 2)
+        if step == 4:
+            raise StopTraining("simulated kill")
+
+    with pytest.raises(StopTraining):
+        pretrain(_cfg(**kwargs), [bag], tmp_path / "cut", progress=False,
+                 step_callback=kill_at_4)
+    resumed = pretrain(_cfg(**kwargs), [bag], tmp_path / "cut", resume=True, progress=False)
+    assert resumed["steps"] == 4
+    a, b = _steps(tmp_path / "full"), _steps(tmp_path / "cut")
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    for step in a:
+        for key in ("loss", "kl", "teacher_entropy", "ibot_loss"):
+            assert b[step][key] == pytest.approx(a[step][key], rel=1e-4, abs=1e-6), (step, key)
+    wa = torch.load(tmp_path / "full" / "backbone.pt", weights_only=True)["state_dict"]
+    wb = torch.load(tmp_path / "cut" / "backbone.pt", weights_only=True)["state_dict"]
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
