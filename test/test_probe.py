@@ -76,6 +76,7 @@ def _same_output(a, b, size=(64, 48)):
 def test_load_backbone_from_config_checkpoint_backbone_file_and_dino_weights(tmp_path):
     from vit_perception.config import load_config
     from vit_perception.models import build
+    from vit_perception.models.backbone_model import BackboneModel
     from vit_perception.models.checkpoint import save_checkpoint
     from vit_perception.models.vit import ViTBackbone
 
@@ -91,9 +92,13 @@ def test_load_backbone_from_config_checkpoint_backbone_file_and_dino_weights(tmp
     net, _ = load_backbone(tmp_path / "best.pt")
     _same_output(net, detector.backbone.eval())
 
-    torch.save({"format": "vit_perception.backbone/1", "config": dcfg,
-                "state_dict": detector.backbone.state_dict()}, tmp_path / "backbone.pt")
-    net, _ = load_backbone(tmp_path / "backbone.pt")
+    bcfg = load_config("vit_tiny_detr", {"model": {"backbone_only": True}})
+    save_checkpoint(tmp_path / "backbone.pt", BackboneModel(detector.backbone), bcfg)
+    net, _ = load_backbone(tmp_path / "backbone.pt")  # pretrain's backbone.pt
+    _same_output(net, detector.backbone.eval())
+    torch.save({"config": dcfg, "state_dict": detector.backbone.state_dict()},
+               tmp_path / "plain.pt")
+    net, _ = load_backbone(tmp_path / "plain.pt")
     _same_output(net, detector.backbone.eval())
 
     vit = ViTBackbone(input_size=(64, 64), patch_size=16, embed_dim=128, depth=2, num_heads=2)
@@ -102,6 +107,13 @@ def test_load_backbone_from_config_checkpoint_backbone_file_and_dino_weights(tmp
     net, wcfg = load_backbone(tmp_path / "dino_vit.pth", input_size=(64, 64))
     assert wcfg["model"]["backbone"]["depth"] == 2 and wcfg["model"]["backbone"]["num_heads"] == 2
     _same_output(net, vit.eval(), (64, 64))
+    conv = ViTBackbone(input_size=(64, 64), patch_size=16, embed_dim=64, depth=1, num_heads=1,
+                       stem="conv")
+    torch.save(conv.state_dict(), tmp_path / "conv_vit.pth")
+    net, wcfg = load_backbone(tmp_path / "conv_vit.pth", input_size=(64, 64))
+    assert wcfg["model"]["backbone"]["stem"] == "conv"
+    assert wcfg["model"]["backbone"]["patch_size"] == 16
+    _same_output(net, conv.eval(), (64, 64))
 
     with pytest.raises(BackboneSpecError, match="not found"):
         load_backbone(tmp_path / "missing.pt")

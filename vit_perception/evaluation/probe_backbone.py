@@ -2,8 +2,8 @@
 
 - a model config name or YAML: the config's backbone with random weights (seed 0), the baseline;
 - a detector checkpoint (``train``'s ``best.pt`` / ``last.pt``): its backbone;
-- a backbone checkpoint (``pretrain``'s ``backbone.pt``): a dict with the resolved ``config``
-  and the backbone's ``state_dict``;
+- a backbone-only checkpoint (``pretrain``'s ``backbone.pt``, ``models.backbone_model``), or
+  any dict with a resolved ``config`` and the backbone's ``state_dict``;
 - DINO / DINOv2 (or timm) ViT weights as published: loaded into ``--config``'s backbone, or,
   without one, into a ViT whose shape is read off the tensors (heads of 64 channels, as every
   DINO and DINOv2 model has).
@@ -46,12 +46,17 @@ def vit_shape_from_weights(sd: dict[str, torch.Tensor]) -> dict:
     proj = sd["patch_embed.proj.weight"]
     dim = int(proj.shape[0])
     depth = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k)))
-    section = {"type": "vit", "patch_size": int(proj.shape[-1]), "embed_dim": dim,
+    convs = [k for k in sd if re.fullmatch(r"patch_embed\.stem\.\d+\.weight", k)
+             and sd[k].ndim == 4]  # the conv stem: one stride-2 convolution per halving
+    patch = 2 ** len(convs) if convs else int(proj.shape[-1])
+    section = {"type": "vit", "patch_size": patch, "embed_dim": dim,
                "depth": depth, "num_heads": max(1, dim // 64),
                "mlp_ratio": float(sd["blocks.0.mlp.fc1.weight"].shape[0]) / dim}
     regs = sd.get("register_tokens", sd.get("reg_token"))
     if regs is not None:
         section["num_registers"] = int(regs.shape[1])
+    if convs:
+        section["stem"] = "conv"
     if "blocks.0.ls1.gamma" in sd:
         section["layer_scale"] = 1e-5
     return section
@@ -88,11 +93,19 @@ def load_backbone(spec: str | Path, config: str | None = None,
         except Exception as exc:  # noqa: BLE001 - unreadable files get one clear message
             raise BackboneSpecError(f"{path}: cannot read ({type(exc).__name__}: "
                                     f"{str(exc).splitlines()[0][:200]})") from exc
-        if isinstance(data, dict) and data.get("format") == FORMAT:  # detector checkpoint
-            model, _criterion, _post, cfg, _extra = load_checkpoint(path)
+        if isinstance(data, dict) and data.get("format") == FORMAT:
+            from vit_perception.models.backbone_model import (
+                is_backbone_only,
+                load_backbone_checkpoint,
+            )
+
+            if is_backbone_only(data.get("config")):  # pretrain's backbone.pt
+                bmodel, cfg = load_backbone_checkpoint(path)
+                return bmodel.backbone.eval(), _size(cfg, input_size)
+            model, _criterion, _post, cfg, _extra = load_checkpoint(path)  # a detector
             cfg = _size(cfg, input_size)
             return model.backbone.eval(), cfg
-        if isinstance(data, dict) and isinstance(data.get("config"), dict):  # backbone.pt
+        if isinstance(data, dict) and isinstance(data.get("config"), dict):  # config + weights
             cfg = _size(data["config"], input_size)
             state = data.get("backbone", data.get("state_dict"))
             if not isinstance(state, dict):
