@@ -189,3 +189,52 @@ def test_killed_run_resumes_on_the_same_curve(bag, tmp_path):
     wb = torch.load(tmp_path / "cut" / "backbone.pt", weights_only=True)["state_dict"]
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def backbone_pt(bag, tmp_path_factory):
+    run = tmp_path_factory.mktemp("pretrained") / "run"
+    cfg = load_config("vit_tiny_detr", {**FAST, "input": {"width": 96, "height": 64}})
+    cfg["pretrain"].update(epochs=1, samples_per_epoch=4)
+    torch.set_num_threads(1)
+    result = pretrain(cfg, [bag], run, progress=False)
+    return run / "backbone.pt", result
+
+
+def test_backbone_initialises_train(backbone_pt):
+    from vit_perception.models.builder import build
+    from vit_perception.training.state import init_weights
+
+    path, _ = backbone_pt
+    cfg = load_config("vit_tiny_detr", {"input": {"width": 96, "height": 64},
+                                         "classes": ["a", "b"]})
+    torch.manual_seed(1)
+    model, _, _ = build(cfg)
+    head_before = {k: v.clone() for k, v in model.head.state_dict().items()}
+    message = init_weights(model, path)
+    saved = torch.load(path, weights_only=True)["state_dict"]
+    own = model.state_dict()
+    for name, value in saved.items():
+        torch.testing.assert_close(own[name], value, rtol=0, atol=0)
+    for name, value in model.head.state_dict().items():  # the head stays as built
+        torch.testing.assert_close(value, head_before[name], rtol=0, atol=0)
+    assert str(path) in message
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_backbone_runs_in_the_predictor_features_only(backbone_pt, backend, tmp_path):
+    from vit_perception.runtime.predictor import Predictor
+
+    path, _ = backbone_pt
+    with Predictor.load(path, backend=backend, cache_dir=tmp_path) as predictor:
+        assert predictor.has_detector is False
+        assert "pred_logits" not in predictor.runner.infer(
+            {"images": torch.zeros(1, 3, 64, 96)})
+        frame = np.random.default_rng(0).integers(0, 255, (72, 100, 3), dtype=np.uint8)
+        pred = predictor.predict(frame)
+    assert len(pred) == 0 and pred.boxes.shape == (0, 4)
+    assert pred.features.shape == (192, 4, 6) and pred.embedding.shape == (192,)
+    assert pred.attention.shape == (3, 4, 6)
+    # the detector path still reports its boxes (has_detector True)
+    with Predictor.load("vit_tiny_detr", backend="torch", input_size=(96, 64)) as detector:
+        assert detector.has_detector is True
