@@ -60,6 +60,20 @@ def select_batch(outputs: dict, index: Tensor) -> dict:
     return out
 
 
+def _tensors(outputs: dict) -> list[Tensor]:
+    """Every tensor of a model's output dict (``aux_outputs`` / ``enc_outputs`` included)."""
+    found: list[Tensor] = []
+    for value in outputs.values():
+        if isinstance(value, Tensor):
+            found.append(value)
+        elif isinstance(value, dict):
+            found += _tensors(value)
+        elif isinstance(value, list):
+            for item in value:
+                found += _tensors(item)
+    return found
+
+
 class DistillTrainer(DetectionTrainer):
     """A student ``DetectionTrainer`` with a teacher; see the module docstring."""
 
@@ -114,8 +128,10 @@ class DistillTrainer(DetectionTrainer):
         self.translator_net = None
         if float(d["loss_feat_cos"]) > 0 or float(d["loss_feat_l1"]) > 0:
             t = d["translator"]
+            backbone = self.model.backbone
+            self.student_stride = int(backbone.stride)  # type: ignore[arg-type]
             self.translator = FeatureTranslator(
-                int(self.model.backbone.out_channels), self.teacher.channels,
+                int(backbone.out_channels), self.teacher.channels,  # type: ignore[arg-type]
                 int(t["hidden_dim"]), int(t["kernel_size"])).to(self.device).train()
             lr, wd = float(self.opts["lr"]), float(self.opts["weight_decay"])
             self.optimizer.add_param_group({"params": list(self.translator.parameters()),
@@ -182,19 +198,22 @@ class DistillTrainer(DetectionTrainer):
             losses[name] = value
             total = total + float(d[name]) * value
         if self.translator_net is not None:
-            t_feat = teacher["features"]
-            s_feat = outputs["features"]
-            grid, mask = teacher_cells(
-                maps, tuple(t_feat.shape[-2:]),
+            t_feat, s_feat = teacher["features"], outputs["features"]
+            s_stride = self.student_stride
+            grid, mask = teacher_cells(  # grids cover the inputs padded to their strides
+                maps, (t_feat.shape[-2], t_feat.shape[-1]),
                 (t_feat.shape[-1] * self.teacher.stride / self.teacher.size[0],
                  t_feat.shape[-2] * self.teacher.stride / self.teacher.size[1]),
-                (s_feat.shape[-1] * self.model.backbone.stride / self.size[0],
-                 s_feat.shape[-2] * self.model.backbone.stride / self.size[1]))
+                (s_feat.shape[-1] * s_stride / self.size[0],
+                 s_feat.shape[-2] * s_stride / self.size[1]))
             for name, value in feature_losses(self.translator_net(s_feat, grid), t_feat,
                                               mask).items():
                 losses[name] = value
                 total = total + float(d[name]) * value
-        losses["loss"] = total
+        # every output in the graph (zero-weighted): a rank whose batch has no labelled frame
+        # still produces gradients for the proposal heads only the set loss trains, as DDP needs
+        losses["loss"] = total + 0.0 * sum(v.float().sum() for v in _tensors(outputs)
+                                           if v.requires_grad)
         return losses
 
     def summary(self, stopped: str, metrics: dict | None) -> dict:

@@ -90,7 +90,7 @@ class DetectionDistillLoss(nn.Module):
         denom = max(n_matched + self.noobj_coef * (b * n - n_matched), 1e-6)
         kl = softened_kl(logits[batch_idx, src_idx], t_logits, self.temperature)
         noobj = F.cross_entropy(logits[~matched],
-                                torch.full(((~matched).sum(),), logits.shape[-1] - 1,
+                                torch.full((b * n - n_matched,), logits.shape[-1] - 1,
                                            dtype=torch.int64, device=dev), reduction="sum")
         num_boxes = max(n_matched, 1)
         src_boxes = boxes[batch_idx, src_idx]
