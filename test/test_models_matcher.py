@@ -120,3 +120,18 @@ def test_giou_matches_torchvision():
     ours = generalized_box_iou(a, b)
     assert torch.allclose(ours, torchvision.ops.generalized_box_iou(a, b), atol=1e-6)
     assert ours[0, 0].item() == pytest.approx(1.0) and ours[:, 1].min() < 0
+
+
+def test_matching_all_sets_at_once_equals_one_set_at_a_time():
+    """The criterion matches the decoder layers and the (larger) encoder proposal set in one
+    call; each result must be what matching that set alone gives."""
+    matcher = HungarianMatcher()
+    last, targets = _random_case(3, 7, 4, [2, 0, 5], seed=12)
+    aux, _ = _random_case(3, 7, 4, [2, 0, 5], seed=13)
+    enc, _ = _random_case(3, 11, 4, [2, 0, 5], seed=14)
+    together = matcher.match_sets([last, aux, enc], targets)
+    for outputs, got in zip((last, aux, enc), together):
+        for (r1, c1), (r2, c2) in zip(got, matcher(outputs, targets)):
+            assert torch.equal(r1, r2) and torch.equal(c1, c2)
+    empty = [{"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)}] * 3
+    assert all(len(r) == 0 for m in matcher.match_sets([last, enc], empty) for r, _ in m)

@@ -44,17 +44,21 @@ class SetCriterion(nn.Module):
                 sets.append(("_enc", outputs["enc_outputs"]))
         losses: dict[str, Tensor] = {}
         total = outputs["pred_logits"].new_zeros(())
-        for suffix, preds in sets:
-            for name, value in self.set_losses(preds, targets, num_boxes).items():
+        matches = self.matcher.match_sets([preds for _, preds in sets], targets)
+        for (suffix, preds), indices in zip(sets, matches):
+            for name, value in self.set_losses(preds, targets, num_boxes, indices).items():
                 losses[name + suffix] = value
                 total = total + self.weights[name] * value
         losses["loss"] = total
         return losses
 
-    def set_losses(self, outputs: dict, targets: list[dict], num_boxes: int) -> dict[str, Tensor]:
-        """Unweighted ``loss_ce``, ``loss_bbox``, ``loss_giou`` of one ``[B, N, ...]`` set."""
+    def set_losses(self, outputs: dict, targets: list[dict], num_boxes: int,
+                   indices: list[tuple[Tensor, Tensor]] | None = None) -> dict[str, Tensor]:
+        """Unweighted ``loss_ce``, ``loss_bbox``, ``loss_giou`` of one ``[B, N, ...]`` set
+        (``indices``: its matching, when the caller matched all sets at once)."""
         logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
-        indices = self.matcher(outputs, targets)
+        if indices is None:
+            indices = self.matcher(outputs, targets)
         batch_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])
         src_idx = torch.cat([src for src, _ in indices])
         batch_idx, src_idx = batch_idx.to(logits.device), src_idx.to(logits.device)
