@@ -238,3 +238,43 @@ def test_backbone_runs_in_the_predictor_features_only(backbone_pt, backend, tmp_
     # the detector path still reports its boxes (has_detector True)
     with Predictor.load("vit_tiny_detr", backend="torch", input_size=(96, 64)) as detector:
         assert detector.has_detector is True
+
+
+def test_swin_backbone_pretrains_on_its_pooled_embedding():
+    torch.set_num_threads(1)
+    opts = pretrain_options({"pretrain": {**SMALL, "ibot_weight": 1.0}})  # iBOT: ViT only
+    cfg = load_config("swin_t_detr")
+    torch.manual_seed(0)
+    backbone = build_backbone(cfg["model"]["backbone"], (64, 64), False)
+    student = build_network(backbone, opts)
+    assert student.patch_head is None and student.mask_token is None
+    teacher, objective = Teacher(student), Objective(opts, False)
+    views = [torch.randn(2, 3, 64, 64)] * 2 + [torch.randn(2, 3, 32, 32)]
+    loss, stats = objective(student, teacher, views, 0.04)
+    loss.backward()
+    assert torch.isfinite(loss) and "ibot_loss" not in stats
+    assert student.backbone.features[0][0].weight.grad is not None
+
+
+def test_explora_trains_lora_and_the_last_blocks_only(bag, tmp_path):
+    from vit_perception.training.lora import LoRALinear
+
+    cfg = _cfg(epochs=1, samples_per_epoch=4, lora_rank=2, unfreeze_blocks=1)
+    first = pretrain(_cfg(epochs=1, samples_per_epoch=4), [bag], tmp_path / "base",
+                     progress=False)
+    from vit_perception.training.distributed import Dist
+    from vit_perception.training.pretrain import PretrainTrainer
+
+    trainer = PretrainTrainer(cfg, [bag], tmp_path / "explora", Dist(), torch.device("cpu"),
+                              init=first["backbone"], progress=False)
+    backbone = trainer.student.backbone
+    trainable = {n for n, p in backbone.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or n.startswith(("blocks.3.", "norm.")) for n in
+                             trainable)
+    assert any(n.startswith("blocks.0.") and "lora_" in n for n in trainable)
+    assert isinstance(backbone.blocks[0].attn.qkv, LoRALinear)
+    frozen = backbone.blocks[0].mlp.fc1.weight.detach().clone()
+    result = trainer.run()
+    saved = torch.load(result["backbone"], weights_only=True)["state_dict"]
+    assert not any("lora_" in k for k in saved)  # merged into plain weights
+    torch.testing.assert_close(saved["backbone.blocks.0.mlp.fc1.weight"], frozen)
