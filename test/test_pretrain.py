@@ -134,6 +134,8 @@ def test_pretrain_run_directory_and_backbone(bag, tmp_path):
                       progress=False)
     run = tmp_path / "run"
     assert result["steps"] == 2 and result["stopped"] == "epochs" and result["collapse"] is None
+    assert result["images_per_s"] > 0
+    assert result["crops_per_s"] == pytest.approx(4 * result["images_per_s"], rel=0.01)
     for name in ("backbone.pt", "last.pt", "config.yaml", "steps.jsonl", "metrics.jsonl",
                  "curves.png"):
         assert (run / name).is_file(), name

@@ -93,8 +93,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if int(os.environ.get("RANK", "0")) != 0:  # DDP: rank 0 reports
         return 0
-    summary = {k: result[k] for k in ("stopped", "epochs", "steps", "minutes", "backbone",
-                                      "last")}
+    summary = {k: result[k] for k in ("stopped", "epochs", "steps", "minutes", "images_per_s",
+                                      "crops_per_s", "backbone", "last")}
     history = result.get("history") or []
     if history:
         for key in ("loss", "teacher_entropy", "batch_entropy", "kl"):

@@ -268,6 +268,11 @@ class PretrainTrainer(RunTrainer):
 
     def summary(self, stopped: str, metrics: dict | None) -> dict:
         backbone = self.out / "backbone.pt"
+        frames = self.step * int(self.opts["batch_size"]) * self.dist.world_size
+        rate = frames / max(self.elapsed(), 1e-9)
         return {**super().summary(stopped, metrics),
                 "backbone": str(backbone) if backbone.is_file() else None,
-                "collapse": self.collapse_message}
+                "collapse": self.collapse_message,
+                # training throughput over the whole run (data, steps, checkpoints)
+                "images_per_s": round(rate, 2),
+                "crops_per_s": round(rate * self.multicrop.n_views, 2)}
