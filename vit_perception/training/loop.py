@@ -139,10 +139,12 @@ class DetectionTrainer(RunTrainer):
         dataset = self.make_dataset(self.train_samples,
                                     Augment.from_options(o["augment"], self.mean))
         workers = int(o["workers"])
+        # workers live across epochs (the sampler runs in this process, so its per-epoch state
+        # still reaches them): no start-up cost at each epoch boundary
         self.loader = torch.utils.data.DataLoader(
             dataset, batch_size=int(o["batch_size"]), sampler=self.sampler, num_workers=workers,
             collate_fn=collate, pin_memory=self.device.type == "cuda",
-            persistent_workers=False)
+            persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
         self.steps_per_epoch = math.ceil(self.sampler.per_rank() / int(o["batch_size"]))
 
     def load_train_frames(self, cache_dir: Path) -> list:

@@ -39,7 +39,12 @@ TRAIN_DEFAULTS: dict = {
         "zoom_out_max": 1.6,
         "photometric": 0.5,
     },
-    "eval_every": 1,  # epochs
+    "eval_every": 1,  # epochs (0 = not by epochs); see training/eval_schedule.py
+    "eval_every_steps": 0,  # also validate every N optimiser steps (0 = off)
+    "eval_every_s": 0.0,  # also validate every N seconds of training (0 = off)
+    # a scheduled validation waits while validating so far (plus its last duration) would
+    # exceed this share of the training time (0 = no limit); the final one always runs
+    "eval_max_fraction": 0.1,
     "eval_score_threshold": 0.01,
     "eval_max_detections": 100,
     "checkpoint_every_steps": 0,  # 0 = off; last.pt is also written every checkpoint_every_s

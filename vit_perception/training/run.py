@@ -31,6 +31,8 @@ import numpy as np
 import torch
 import yaml
 
+from vit_perception.training.eval_schedule import EvalSchedule
+
 log = logging.getLogger(__name__)
 
 # keys of the options section that the base class reads
@@ -205,7 +207,8 @@ class RunTrainer:
         self.log = RunLog(self.out, self.step if self.step or self.epoch else None,
                           tensorboard=True) if self.dist.main else None
         self.t_start = self.last_save = time.perf_counter()
-        self.eval_s = 0.0
+        self.eval_s = self.eval_total_s = 0.0
+        self.schedule = EvalSchedule.from_options(self.opts)
         stopped, metrics = "epochs", None
         epochs = int(self.opts["epochs"])
         try:
@@ -213,7 +216,7 @@ class RunTrainer:
                 reason = self.train_epoch()
                 if reason is None:  # epoch complete
                     self.epoch, self.epoch_start = self.epoch + 1, 0
-                    if self.epoch % int(self.opts["eval_every"]) == 0 or self.epoch == epochs:
+                    if self.epoch == epochs or self.eval_due(at_epoch_end=True):
                         metrics = self.finish_epoch()
                     continue
                 stopped = reason
@@ -271,9 +274,20 @@ class RunTrainer:
                 if reason:
                     return reason
                 self.maybe_checkpoint()
+                if self.schedule.by_steps_or_time and \
+                        self.epoch_start < self.sampler.per_rank() and self.eval_due():
+                    self.finish_epoch()  # a mid-epoch row (fractional epoch) and last.pt
         finally:
             bar.close()
         return None
+
+    def eval_due(self, at_epoch_end: bool = False) -> bool:
+        """Whether the validation schedule (``training.eval_schedule``) wants an evaluation
+        now; rank 0 decides for every rank."""
+        train_s = self.elapsed() - self.eval_total_s
+        due = (self.schedule.due_at_epoch_end(self.epoch, train_s) if at_epoch_end
+               else self.schedule.due_after_step(self.step, train_s))
+        return self.dist.broadcast_flag(due, self.device)
 
     def log_step(self, losses: dict) -> None:
         every = max(1, int(self.opts["log_every_steps"]))
@@ -306,6 +320,8 @@ class RunTrainer:
             t0 = time.perf_counter()
             metrics = self.evaluate()
             self.eval_s = time.perf_counter() - t0
+            self.eval_total_s += self.eval_s
+            self.schedule.record(self.step, self.elapsed() - self.eval_total_s, self.eval_s)
             extra = self.end_epoch(metrics)
             total, n = self.epoch_loss
             row = {"minutes": round(self.elapsed() / 60, 3),
