@@ -22,6 +22,8 @@ SUBCOMMANDS = {
     "bench": "benchmark preprocess / inference / postprocess latency per backend",
     "demo": "the whole loop: synthesise a bag, train, evaluate, run the node",
     "bench-node": "benchmark perception_node under camera load over ROS 2 (needs env.sh)",
+    "play": "publish a bag's image, camera_info and labels topics over ROS 2 (no rosbag2)",
+    "record": "record the node's outputs over ROS 2 into a bag for eval (no rosbag2)",
 }
 
 
