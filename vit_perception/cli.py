@@ -33,22 +33,36 @@ def build_parser() -> argparse.ArgumentParser:
         description="ViT/Swin + DETR perception for ROS 2: train, evaluate, export, benchmark.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error (or VIT_PERCEPTION_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in SUBCOMMANDS.items():
         module = importlib.import_module(f"vit_perception.commands.{name.replace('-', '_')}")
         p = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(p)
+        # --debug is accepted after the command too (SUPPRESS: the global value stays unless given)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help=argparse.SUPPRESS)
         p.set_defaults(_module=module)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; errors become one line on stderr (see ``vit_perception.errors``)."""
+    from vit_perception.errors import debug_requested, describe
+
     args = build_parser().parse_args(argv)
     try:
         return int(args._module.run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the one error boundary of the command line
+        if debug_requested(args.debug):
+            raise
+        code, message = describe(exc)
+        print(f"vit-perception {args.command}: error: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -7,12 +7,16 @@ reproduced from its own folder.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+# what a --model argument may name besides a config (for the message when it is none of them)
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+MODEL_SUFFIXES = (".pt", ".pth", ".ckpt", ".onnx", ".engine", ".plan", ".trt")
 
 
 class ConfigError(ValueError):
@@ -44,7 +48,14 @@ def available_configs() -> dict[str, Path]:
 
 
 def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A shipped config's name or a ``.yaml`` file -> its path (``ConfigError`` naming it)."""
     p = Path(name_or_path)
+    if p.is_dir():
+        raise ConfigError(f"{p} is a folder, not a config or checkpoint file (a run folder? "
+                          f"name the file inside it, e.g. {p / 'best.pt'})")
+    if p.suffix and p.suffix not in (".yaml", ".yml"):
+        raise ConfigError(f"{p}: not a model config (.yaml) or a known config name; "
+                          f"expected {', '.join(MODEL_SUFFIXES)} or .yaml")
     if p.suffix in (".yaml", ".yml") or p.exists():
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
@@ -68,18 +79,41 @@ def deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
-def parse_overrides(items: list[str] | None) -> dict:
-    """``["train.lr=1e-4", "model.head.num_queries=30"]`` -> nested dict (values parsed as YAML)."""
+def parse_overrides(items: list[str] | None, check: bool = True) -> dict:
+    """``["train.lr=1e-4", "model.head.num_queries=30"]`` -> nested dict (values parsed as YAML).
+
+    With ``check`` an unknown key or a value of the wrong kind raises ``ConfigError`` naming it
+    (``config_keys.check_overrides``).
+    """
     out: dict[str, Any] = {}
+    raw: dict[str, str] = {}
     for item in items or []:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} is not KEY=VALUE")
-        key, value = item.split("=", 1)
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set {item!r} is not KEY=VALUE (e.g. train.lr=1e-4)")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            first = " ".join(str(exc).split())
+            raise ConfigError(f"--set {item}: the value of {key} is not a plain YAML value "
+                              f"(number, string, list, mapping): {first}") from exc
         node = out
         parts = key.split(".")
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(value)
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item}: {'.'.join(parts[:-1])} was set to a value "
+                                  "earlier, it cannot also hold keys")
+            node = child
+        if isinstance(parsed, str) and _NUMBER.fullmatch(parsed.strip()):
+            parsed = float(parsed)  # YAML 1.1 reads 1e-4 (no dot) as a string
+        node[parts[-1]] = parsed
+        raw[key] = item
+    if check:
+        from vit_perception.config_keys import check_overrides
+
+        check_overrides(out, raw)
     return out
 
 

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vit_perception.arg_types import non_negative_int, positive_int
+
 STAGES = ("preprocess", "infer", "postprocess")
 
 
@@ -30,10 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=_size, help="model input WxH (default: the config's)")
     parser.add_argument("--frame-size", type=_size,
                         help="camera frame WxH (default: the model input size)")
-    parser.add_argument("--batch", type=int, default=1, help="frames per inference")
-    parser.add_argument("--iters", type=int, default=50)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--threads", type=int,
+    parser.add_argument("--batch", type=positive_int, default=1, help="frames per inference")
+    parser.add_argument("--iters", type=positive_int, default=50)
+    parser.add_argument("--warmup", type=non_negative_int, default=5)
+    parser.add_argument("--threads", type=positive_int,
                         help="CPU threads for torch and ONNX Runtime (default: physical cores)")
     from vit_perception.runtime.runner_options import add_torch_runner_arguments
 
@@ -43,11 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected WxH, e.g. 640x480, not {text!r}") from exc
-    return w, h
+    from vit_perception.arg_types import image_size
+
+    return image_size(text)
 
 
 def natural_frame(width: int, height: int, seed: int = 0) -> Any:

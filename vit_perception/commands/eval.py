@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
+
+from vit_perception.arg_types import non_negative_int, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,8 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", metavar="DIR",
                         help="PR curve and worst-frame PNGs (default: beside --json, else "
                         "BAG stem + _eval)")
-    parser.add_argument("--worst", type=int, default=4, help="annotated worst frames to save (4)")
-    parser.add_argument("--max-frames", type=int, default=None)
+    parser.add_argument("--worst", type=non_negative_int, default=4,
+                        help="annotated worst frames to save (4)")
+    parser.add_argument("--max-frames", type=positive_int, default=None)
     g = parser.add_argument_group("model mode")
     g.add_argument("--backend", default="torch", help="torch | onnx | tensorrt (torch)")
     g.add_argument("--device", default="cpu", help="cpu | cuda[:N] (cpu)")
@@ -42,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_torch_runner_arguments(g)
     g.add_argument("--score-threshold", type=float, default=0.01,
                    help="keep detections above this score for scoring (0.01)")
-    g.add_argument("--max-detections", type=int, default=100)
+    g.add_argument("--max-detections", type=positive_int, default=100)
     g.add_argument("--out-bag", metavar="PATH",
                    help="bag for the predictions on /detections (default: next to --json, else "
                    "BAG stem + _predictions); 'none' to skip")
@@ -63,49 +65,52 @@ def _default_path(args: argparse.Namespace, suffix: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Errors (bad bag, model, device, backend) go to the CLI's error boundary (cli.main)."""
+    import contextlib
     import logging
 
-    from vit_perception.data.bags import BagError
+    from vit_perception.data.bag_source import check_bag
     from vit_perception.evaluation.coco_metrics import format_table
     from vit_perception.evaluation.replay import replay_model, score_recorded
+    from vit_perception.outputs import staged_output
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        if args.model:
-            from vit_perception.runtime.predictor import Predictor
-            from vit_perception.runtime.runner_options import torch_runner_options
+    for bag in (args.bag, *args.label_bag, *args.predictions_bag):
+        check_bag(bag)
+    if args.json:  # an unwritable --json fails now, not after the replay
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    if args.model:
+        from vit_perception.runtime.predictor import Predictor
+        from vit_perception.runtime.runner_options import torch_runner_options
 
-            out_bag = None
-            if (args.out_bag or "").lower() != "none":
-                out_bag = Path(args.out_bag) if args.out_bag else _default_path(args,
-                                                                                 "_predictions")
-            predictor = Predictor.load(args.model, backend=args.backend, device=args.device,
-                                       precision=args.precision,
-                                       score_threshold=args.score_threshold,
-                                       max_detections=args.max_detections,
-                                       **torch_runner_options(args, args.backend))
-            for attr in ("want_features", "want_attention", "want_embedding"):
-                if hasattr(predictor, attr):
-                    setattr(predictor, attr, False)
-            try:
-                result = replay_model(
-                    args.bag, predictor, args.image_topic, args.labels_topic, args.label_bag,
-                    args.classes, out_bag=out_bag, storage=args.storage,
-                    max_frames=args.max_frames, keep_worst=args.worst,
-                    copy_images=args.copy_images)
-            finally:
-                if hasattr(predictor, "close"):
-                    predictor.close()
-            if out_bag is not None:
-                print(f"predictions: {out_bag} (/detections)")
-        else:
-            result = score_recorded(args.bag, args.predictions_topic, args.image_topic,
-                                    args.labels_topic, args.label_bag, args.predictions_bag,
-                                    classes=args.classes,
-                                    max_frames=args.max_frames, keep_worst=args.worst)
-    except (BagError, ValueError, FileNotFoundError) as exc:
-        print(f"vit-perception eval: {exc}", file=sys.stderr)
-        return 1
+        out_bag = None
+        if (args.out_bag or "").lower() != "none":
+            out_bag = Path(args.out_bag) if args.out_bag else _default_path(args,
+                                                                             "_predictions")
+        predictor = Predictor.load(args.model, backend=args.backend, device=args.device,
+                                   precision=args.precision,
+                                   score_threshold=args.score_threshold,
+                                   max_detections=args.max_detections,
+                                   **torch_runner_options(args, args.backend))
+        for attr in ("want_features", "want_attention", "want_embedding"):
+            if hasattr(predictor, attr):
+                setattr(predictor, attr, False)
+        # the predictions bag appears only when every frame was replayed (no partial bag)
+        with contextlib.ExitStack() as stack:
+            stack.callback(getattr(predictor, "close", lambda: None))
+            staged = stack.enter_context(staged_output(out_bag)) if out_bag else None
+            result = replay_model(
+                args.bag, predictor, args.image_topic, args.labels_topic, args.label_bag,
+                args.classes, out_bag=staged, storage=args.storage,
+                max_frames=args.max_frames, keep_worst=args.worst,
+                copy_images=args.copy_images)
+        if out_bag is not None:
+            print(f"predictions: {out_bag} (/detections)")
+    else:
+        result = score_recorded(args.bag, args.predictions_topic, args.image_topic,
+                                args.labels_topic, args.label_bag, args.predictions_bag,
+                                classes=args.classes,
+                                max_frames=args.max_frames, keep_worst=args.worst)
     metrics = result.metrics
     print(format_table(metrics))
     out_dir = Path(args.out_dir) if args.out_dir else _default_path(args, "_eval")

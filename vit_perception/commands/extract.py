@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from vit_perception.arg_types import positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", metavar="OUT_DIR",
                         help="output folder (with --from-coco: the bag to write)")
     pick = parser.add_mutually_exclusive_group()
-    pick.add_argument("--every", type=int, default=1, metavar="N", help="every Nth frame (1)")
+    pick.add_argument("--every", type=positive_int, default=1, metavar="N",
+                      help="every Nth frame (1)")
     pick.add_argument("--min-change", type=float, metavar="X",
                       help="only frames whose mean grey-level change (0-255, at 64x48) from "
                       "the last kept frame exceeds X")
@@ -32,30 +34,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vit_perception.data.bags import BagError
-    from vit_perception.data.coco_io import coco_to_bag, extract_frames
-
-    try:
-        if args.from_coco:
-            if args.source:
-                print("vit-perception extract: with --from-coco give only OUT_BAG",
-                      file=sys.stderr)
-                return 2
-            bag = coco_to_bag(args.from_coco, args.out, args.images, storage=args.storage)
-            print(f"wrote {bag} (/camera/image_raw + /labels; class order in "
-                  f"{bag / 'classes.txt'})")
-            return 0
-        if not args.source:
-            print("vit-perception extract: BAG OUT_DIR required", file=sys.stderr)
-            return 2
-        path = extract_frames(args.source, args.out, args.image_topic, args.labels_topic,
-                              every=args.every, min_change=args.min_change,
-                              image_format=args.format)
-    except (BagError, ValueError, FileNotFoundError) as exc:
-        print(f"vit-perception extract: {exc}", file=sys.stderr)
-        return 1
+    """Errors (bad bag, COCO file, images) go to the CLI's error boundary (cli.main)."""
     import json
 
+    from vit_perception.data.coco_io import coco_to_bag, extract_frames
+    from vit_perception.errors import UsageError
+
+    if args.from_coco:
+        if args.source:
+            raise UsageError("with --from-coco give only OUT_BAG")
+        bag = coco_to_bag(args.from_coco, args.out, args.images, storage=args.storage)
+        print(f"wrote {bag} (/camera/image_raw + /labels; class order in "
+              f"{bag / 'classes.txt'})")
+        return 0
+    if not args.source:
+        raise UsageError("BAG OUT_DIR required (or --from-coco JSON OUT_BAG)")
+    path = extract_frames(args.source, args.out, args.image_topic, args.labels_topic,
+                          every=args.every, min_change=args.min_change,
+                          image_format=args.format)
     coco = json.loads(path.read_text())
     print(f"wrote {len(coco['images'])} frames and {path} "
           f"({len(coco['annotations'])} existing annotations)")

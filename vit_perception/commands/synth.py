@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from vit_perception.arg_types import positive_int
+
 
 def _size(text: str) -> tuple[int, int]:
     try:
@@ -25,7 +27,8 @@ def _range(text: str) -> tuple[int, int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_bag", metavar="OUT_BAG", help="bag directory to create")
-    parser.add_argument("--frames", type=int, default=300, help="number of frames (300)")
+    parser.add_argument("--frames", type=positive_int, default=300,
+                        help="number of frames (300)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
     parser.add_argument("--size", type=_size, default=(640, 480), help="WxH (640x480)")
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")

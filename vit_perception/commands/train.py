@@ -2,6 +2,7 @@
 
     vit-perception train --config vit_tiny_detr --train a_bag b_bag --val c_bag --out runs/x
     vit-perception train ... --out runs/x --resume          # continue runs/x/last.pt exactly
+    vit-perception train ... --out runs/x --overwrite       # delete that run and start again
     torchrun --nproc_per_node 4 -m vit_perception train ... # DDP, same arguments
 
 Writes RUN_DIR/{best.pt, last.pt, config.yaml, metrics.jsonl, metrics.csv, steps.jsonl,
@@ -14,10 +15,13 @@ from __future__ import annotations
 
 import argparse
 
+from vit_perception.arg_types import non_negative_int, positive_float, positive_int
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default="vit_tiny_detr",
-                        help="model config name or YAML file (vit_tiny_detr)")
+    parser.add_argument("--config", default=None,
+                        help="model config name or YAML file (vit_tiny_detr; with --resume the "
+                             "run's own config)")
     parser.add_argument("--train", nargs="+", required=True, metavar="BAG",
                         help="training bags")
     parser.add_argument("--val", nargs="+", required=True, metavar="BAG",
@@ -26,22 +30,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-topic", default="/camera/image_raw")
     parser.add_argument("--labels-topic", default="/labels",
                         help="vision_msgs/Detection2DArray ground truth (/labels)")
-    parser.add_argument("--epochs", type=int, help="epochs (config train.epochs)")
-    parser.add_argument("--time-budget", type=float, metavar="MINUTES",
+    parser.add_argument("--epochs", type=positive_int, help="epochs (config train.epochs)")
+    parser.add_argument("--time-budget", type=positive_float, metavar="MINUTES",
                         help="stop after this much wall-clock training, then evaluate and save")
     parser.add_argument("--resume", action="store_true",
                         help="continue RUN_DIR/last.pt (its config; --epochs/--set still apply)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="RUN_DIR holds a run: delete its files and start a new one")
     parser.add_argument("--init", metavar="PATH",
                         help="start from a checkpoint (a previous run's best/last.pt) or "
                              "backbone weights (torchvision Swin, DINO/DINOv2 ViT)")
+    parser.add_argument("--init-partial", action="store_true",
+                        help="accept an --init checkpoint of which fewer than half the tensors "
+                             "fit the model (another architecture)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, e.g. train.lr=1e-4 (repeatable)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (auto)")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--workers", type=int, help="data loader worker processes")
+    parser.add_argument("--batch-size", type=positive_int)
+    parser.add_argument("--workers", type=non_negative_int, help="data loader worker processes")
     parser.add_argument("--freeze-backbone", action="store_true",
                         help="train the DETR head only")
-    parser.add_argument("--lora", type=int, metavar="RANK",
+    parser.add_argument("--lora", type=non_negative_int, metavar="RANK",
                         help="LoRA of this rank on the ViT attention qkv/proj (backbone frozen)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -83,6 +92,7 @@ def _profile(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Errors (bad bags, checkpoints, config keys) go to the CLI's error boundary (cli.main)."""
     if args.profile is not None:
         return _profile(args)
     import json
@@ -91,28 +101,44 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from vit_perception.config import ConfigError, deep_merge, load_config
-    from vit_perception.models.checkpoint import CheckpointError
-    from vit_perception.models.weights import WeightsError
+    from vit_perception.config import deep_merge, load_config
+    from vit_perception.training.run_dir import claim_run_dir
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        overrides = _overrides(args)
-        if args.resume:
-            from vit_perception.training.state import load_resume
+    overrides = _overrides(args)
+    if args.device is not None:
+        from vit_perception.runtime.devices import check_device
 
-            cfg = deep_merge(load_resume(Path(args.out) / "last.pt")["config"], overrides)
-        else:
-            cfg = load_config(args.config, overrides)
-        from vit_perception.training import train
+        check_device(args.device)
+    out = claim_run_dir(args.out, resume=args.resume, overwrite=args.overwrite)
+    if args.resume:
+        from vit_perception.training.state import load_resume
 
-        result = train(cfg, args.train, args.val, args.out, image_topic=args.image_topic,
-                       labels_topic=args.labels_topic, resume=args.resume, init=args.init,
-                       time_budget=args.time_budget, device=args.device,
-                       progress=not args.no_progress)
-    except (CheckpointError, WeightsError, ConfigError, ValueError) as exc:
-        print(f"vit-perception train: error: {exc}", file=sys.stderr)
-        return 2
+        run_cfg = load_resume(Path(out) / "last.pt")["config"]
+        if args.config is not None and args.config != run_cfg.get("name"):
+            print(f"vit-perception train: note: --resume continues {out / 'last.pt'} with the "
+                  f"run's own config ({run_cfg.get('name') or 'unnamed'}); --config "
+                  f"{args.config} is ignored (--set, --epochs and the other flags apply)",
+                  file=sys.stderr)
+        cfg = deep_merge(run_cfg, overrides)
+    else:
+        cfg = load_config(args.config or "vit_tiny_detr", overrides)
+        if args.init:
+            from vit_perception.training.state import check_init
+
+            summary = check_init(cfg, args.init, partial=args.init_partial)
+            if summary:
+                logging.getLogger("vit_perception.train").info(summary)
+    from vit_perception.data.bag_source import check_bag
+
+    for bag in (*args.train, *args.val):  # a typo fails now, not after the model is built
+        check_bag(bag)
+    from vit_perception.training import train
+
+    result = train(cfg, args.train, args.val, out, image_topic=args.image_topic,
+                   labels_topic=args.labels_topic, resume=args.resume, init=args.init,
+                   time_budget=args.time_budget, device=args.device,
+                   progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:  # DDP: rank 0 reports
         return 0
     summary = {k: result[k] for k in ("stopped", "epochs", "steps", "minutes", "best_AP50",

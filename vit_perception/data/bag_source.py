@@ -77,9 +77,41 @@ def _storage_files(path: Path) -> list[Path]:
     return files
 
 
-def bag_topics(bag: str | Path) -> dict[str, str]:
-    """{topic: message type} of a bag (ROS 2 type names, e.g. sensor_msgs/msg/Image)."""
+BAG_SUFFIXES = (".mcap", ".db3", ".bag")
+
+
+def check_bag(bag: str | Path) -> Path:
+    """``bag`` as a ``Path`` when it can be a bag; ``BagError`` saying what it is otherwise.
+
+    A bag is a rosbag2 folder (``metadata.yaml`` and/or ``.mcap``/``.db3`` storage files), a
+    bare ``.mcap``/``.db3`` file or a ROS 1 ``.bag``. Whether its contents are readable is
+    found out when it is read.
+    """
     path = Path(bag)
+    if not path.exists():
+        raise BagError(f"{path}: no such bag (the path does not exist)")
+    if path.is_file():
+        if path.suffix not in BAG_SUFFIXES:
+            raise BagError(f"{path}: not a bag (expected a rosbag2 folder, or a "
+                           f"{', '.join(BAG_SUFFIXES)} file)")
+        if path.stat().st_size == 0:
+            raise BagError(f"{path}: the bag file is empty (0 bytes)")
+        return path
+    if not _storage_files(path):
+        if (path / "metadata.yaml").is_file():
+            raise BagError(f"{path}: not a readable bag: it has a metadata.yaml but no .mcap or "
+                           ".db3 storage file (the recording's data is missing)")
+        raise BagError(f"{path}: not a bag: a folder without metadata.yaml or .mcap/.db3 "
+                       "storage files")
+    return path
+
+
+def bag_topics(bag: str | Path) -> dict[str, str]:
+    """{topic: message type} of a bag (ROS 2 type names, e.g. sensor_msgs/msg/Image).
+
+    Raises ``BagError`` when ``bag`` is not a bag at all (``check_bag``).
+    """
+    path = check_bag(bag)
     try:
         reader = _any_reader(path)
         with reader:
@@ -109,12 +141,10 @@ def iter_messages(bag: str | Path, topics: Collection[str] | None = None) -> Ite
     """Deserialised messages on `topics` (all if None) of one bag, in bag order.
 
     `bag` is a rosbag2 directory, a bare `.mcap`/`.db3` file, or a ROS 1 `.bag`. Raises
-    `FileNotFoundError` for a missing path and `BagError` (after yielding every readable
+    `BagError` for a path that is not a bag (`check_bag`) and (after yielding every readable
     message) for a truncated or corrupt one.
     """
-    path = Path(bag)
-    if not path.exists():
-        raise FileNotFoundError(f"bag not found: {path}")
+    path = check_bag(bag)
     tracker = _Tracker(path)
     reader = None
     try:

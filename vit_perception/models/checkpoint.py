@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,49 @@ REQUIRED = ("format", "state_dict", "config", "classes", "preprocess")
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated, corrupt or of another format (message names it)."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of an exception's message (its type name when it has none)."""
+    line = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+    return line[:limit] or type(exc).__name__
+
+
+def load_error(path: Path, exc: BaseException, what: str = "checkpoint") -> CheckpointError:
+    """The error for a file ``torch.load(weights_only=True)`` refused or could not read.
+
+    A refused pickle names the global (class or function) it wanted instead of repeating
+    torch's advice to turn ``weights_only`` off; an empty file says so.
+    """
+    text = str(exc)
+    if "Weights only load failed" in text or "WeightsUnpickler" in text:
+        found = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"(Unsupported operand \d+)",
+                                                                  text)
+        which = f" (it refers to {found.group(1)})" if found else ""
+        if found and found.group(1).startswith("Unsupported"):
+            which = f" ({found.group(1).lower()}: a raw pickle, not a torch.save file)"
+        return CheckpointError(f"{path}: this file holds code or objects that are not plain "
+                               f"tensors; refusing to load it{which}")
+    try:
+        empty = path.stat().st_size == 0
+    except OSError:
+        empty = False
+    if empty:
+        return CheckpointError(f"{path}: the file is empty (0 bytes), not a {what}")
+    return CheckpointError(f"{path}: cannot read {what} (truncated or corrupt?): "
+                           f"{type(exc).__name__}: {first_line(exc)}")
+
+
+def clean_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove ``.NAME.*.tmp`` files an interrupted ``save_checkpoint`` left in ``folder``."""
+    removed = []
+    for tmp in Path(folder).glob(".*.pt.*.tmp"):
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass
+    return removed
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, cfg: dict,
@@ -53,13 +97,14 @@ def save_checkpoint(path: str | Path, model: nn.Module, cfg: dict,
 def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     """The raw checkpoint dict, validated; raises ``CheckpointError`` naming ``path``."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - truncated/corrupt/unsafe all become one error
-        raise CheckpointError(f"{path}: cannot read checkpoint (truncated or corrupt?): "
-                              f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from exc
+        raise load_error(path, exc) from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"{path}: not a {FORMAT} checkpoint (format: {found!r})")
@@ -80,7 +125,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu"):
         model.load_state_dict(data["state_dict"])
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: weights do not fit its config: "
-                              f"{str(exc).splitlines()[0][:300]}") from exc
+                              f"{first_line(exc, 300)}") from exc
     device = map_location if isinstance(map_location, (str, torch.device)) else "cpu"
     return (model.to(device).eval(), criterion.to(device), postprocessor, cfg,
             data.get("extra", {}))

@@ -44,6 +44,9 @@ def load_torch_model(
     from vit_perception.models import build
 
     path = Path(model)
+    if path.suffix in (".onnx", *ENGINE_SUFFIXES):
+        raise RunnerError(f"{path}: an exported model; this needs the PyTorch weights it came "
+                          "from (a checkpoint .pt) or a model config")
     if path.suffix in (".pt", ".pth", ".ckpt"):
         from vit_perception.models.backbone_model import (
             checkpoint_is_backbone_only,
@@ -110,8 +113,21 @@ def load_runner(
     go to the runner (``compile``, ``cuda_graphs``, ``cast`` for torch; ``providers``,
     ``intra_op_threads`` for ONNX Runtime).
     """
+    from vit_perception.runtime.devices import check_device
+
+    check_device(device)  # cpu / cuda[:N] that exists, before anything is loaded or exported
+    if backend == "tensorrt":  # before a checkpoint is exported to ONNX for it
+        from vit_perception.runtime.tensorrt_runner import require_tensorrt
+
+        require_tensorrt()
     path = Path(model)
     cache = Path(cache_dir) if cache_dir else None
+    if path.is_dir():
+        raise RunnerError(f"{path} is a folder; name a checkpoint (.pt), an .onnx or an .engine "
+                          f"file in it (a run folder holds {path / 'best.pt'})")
+    if path.suffix not in (*ENGINE_SUFFIXES, ".onnx") and (path.suffix or path.exists()) \
+            and not path.is_file():
+        raise RunnerError(f"{path}: no such file")
     if path.suffix in ENGINE_SUFFIXES:
         if backend != "tensorrt":
             raise RunnerError(f"{path}: a TensorRT engine runs only with backend 'tensorrt'")

@@ -77,7 +77,16 @@ def read_onnx_metadata(path: str | Path) -> ModelMetadata:
     """Metadata of an exported ONNX file (raises ``ValueError`` when it has none)."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: {'is a folder, not' if path.is_dir() else 'no such'} "
+                         "ONNX file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf DecodeError and friends name no file
+        size = path.stat().st_size
+        raise ValueError(f"{path}: not a readable ONNX model ({size} bytes; truncated or not "
+                         f"ONNX?): {type(exc).__name__}: {exc}") from exc
     try:
         return ModelMetadata.from_props({p.key: p.value for p in model.metadata_props})
     except ValueError as exc:

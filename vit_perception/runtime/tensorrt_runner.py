@@ -18,26 +18,45 @@ if TYPE_CHECKING:
     import tensorrt as trt
 
 
+_HOW = ("Install it from NVIDIA (JetPack ships it; on desktops `pip install tensorrt` with "
+        "access to pypi.nvidia.com), or use backend 'onnxruntime' or 'torch'.")
+
+
 def import_tensorrt() -> Any:
-    """The ``tensorrt`` module, or a ``RunnerError`` saying how to get it."""
+    """The ``tensorrt`` module, or a ``RunnerError`` saying how to get it.
+
+    Judged by what it provides (``Builder``, ``Runtime``, ``__version__``), not by the import
+    succeeding: ``tensorrt-stubs`` (type stubs) leaves an empty ``tensorrt/`` package behind
+    that imports fine.
+    """
     try:
         import tensorrt
     except ImportError as exc:
-        raise RunnerError(
-            "TensorRT is not installed: `import tensorrt` failed. Install it from NVIDIA "
-            "(JetPack ships it; on desktops `pip install tensorrt` with access to "
-            "pypi.nvidia.com), or use backend 'onnxruntime' or 'torch'."
-        ) from exc
+        raise RunnerError(f"TensorRT is not installed: `import tensorrt` failed. {_HOW}") from exc
+    missing = [n for n in ("Builder", "Runtime", "__version__") if not hasattr(tensorrt, n)]
+    if missing:
+        where = getattr(tensorrt, "__file__", None) or list(getattr(tensorrt, "__path__", []))
+        raise RunnerError(f"TensorRT is not installed: the `tensorrt` package found ({where}) "
+                          f"lacks {', '.join(missing)} (type stubs only?). {_HOW}")
     return tensorrt
 
 
+def require_tensorrt() -> Any:
+    """``import_tensorrt()``, and a ``RunnerError`` when torch sees no CUDA device for it."""
+    trt_module = import_tensorrt()
+    if not torch.cuda.is_available():
+        raise RunnerError("TensorRT needs a CUDA GPU and torch sees none here; use backend "
+                          "'onnxruntime' or 'torch' on this machine")
+    return trt_module
+
+
 def tensorrt_available() -> bool:
-    """True when ``tensorrt`` imports and torch sees a CUDA device."""
+    """True when the real ``tensorrt`` imports and torch sees a CUDA device."""
     try:
-        import_tensorrt()
+        require_tensorrt()
     except RunnerError:
         return False
-    return torch.cuda.is_available()
+    return True
 
 
 def torch_dtype(trt_module: Any, dtype: trt.DataType) -> torch.dtype:

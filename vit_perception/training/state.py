@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vit_perception.models.checkpoint import FORMAT, CheckpointError, read_checkpoint
+from vit_perception.models.checkpoint import FORMAT, CheckpointError, load_error, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +88,7 @@ def init_weights(model: nn.Module, path: str | Path, backbone_type: str = "vit")
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any reader failure names the file
-            raise CheckpointError(f"{path}: cannot read --init file (truncated or corrupt?): "
-                                  f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-                                  ) from exc
+            raise load_error(path, exc, "--init file") from exc
         if isinstance(data, dict) and data.get("format") == FORMAT:
             data = read_checkpoint(path, "cpu")
             skipped = load_fitting(model, data["state_dict"], str(path))
@@ -98,3 +96,42 @@ def init_weights(model: nn.Module, path: str | Path, backbone_type: str = "vit")
     loader = load_swin_weights if backbone_type == "swin" else load_vit_weights
     report = loader(model.backbone, path)
     return f"initialised backbone from {path}: {report.loaded} tensors"
+
+
+# an --init checkpoint must fit at least this fraction of its tensors unless --init-partial
+INIT_MIN_FIT = 0.5
+
+
+def check_init(cfg: dict, path: str | Path, partial: bool = False) -> str | None:
+    """How many tensors of the ``--init`` checkpoint ``path`` fit the model of ``cfg``.
+
+    Returns a one-line summary (None for a backbone weights file, which its own loader checks).
+    Raises ``CheckpointError`` saying how many matched when fewer than ``INIT_MIN_FIT`` of the
+    checkpoint's tensors fit by name and shape (another architecture), unless ``partial``.
+    """
+    from vit_perception.config import deep_merge
+    from vit_perception.models.builder import build
+
+    path = Path(path)
+    if path.suffix == ".safetensors" or not path.is_file():
+        return None
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001 - any reader failure names the file
+        raise load_error(path, exc, "--init file") from exc
+    if not (isinstance(data, dict) and data.get("format") == FORMAT):
+        return None
+    state = data.get("state_dict") or {}
+    classes = cfg.get("classes") or data.get("classes") or ["object"]
+    with torch.random.fork_rng():  # the trainer's seeded start is not disturbed
+        model, _criterion, _post = build(deep_merge(cfg, {"classes": list(classes)}),
+                                         load_pretrained=False)
+    own = model.state_dict()
+    fit = [k for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)]
+    summary = (f"--init {path}: {len(fit)} of its {len(state)} tensors fit the model "
+               f"({len(own)} tensors) by name and shape")
+    if len(fit) < INIT_MIN_FIT * max(len(state), 1) and not partial:
+        raise CheckpointError(f"{summary}; it was trained for another architecture (its "
+                              f"config: {data.get('config', {}).get('name') or '?'}). Pass "
+                              "--init-partial to start from the few that fit")
+    return summary
