@@ -290,10 +290,20 @@ class PhotoScene:
         rng = self.rng
         side = float(np.exp(rng.uniform(math.log(self.min_side), math.log(self.max_side))))
         ops = _shape_ops(self.names[cls]) if cls >= 0 else _distractor_ops(rng)
+        x, y = rng.uniform(0, self.w), rng.uniform(0, self.h)
+        color = _random_color(rng)
+        # a mark as bright as the background around it would be invisible: push it darker
+        # or lighter (the rule looks at the background only, never at the class)
+        m, r = self.margin, int(side) // 2
+        cy, cx = int(y) + m, int(x) + m
+        around = self._bg[max(0, cy - r):cy + r + 1, max(0, cx - r):cx + r + 1]
+        if around.size and abs(float(color.mean()) - float(around.mean())) < 35:
+            color = (color * 0.35 if around.mean() > 127 else color + (255 - color) * 0.65
+                     ).astype(np.float32)
         return _Mark(
-            cls=cls, ops=ops, color=_random_color(rng), side=side,
+            cls=cls, ops=ops, color=color, side=side,
             aspect=float(np.exp(rng.uniform(-0.25, 0.25))), angle=rng.uniform(-0.5, 0.5),
-            spin=rng.normal(0, 0.01), x=rng.uniform(0, self.w), y=rng.uniform(0, self.h),
+            spin=rng.normal(0, 0.01), x=x, y=y,
             vx=rng.normal(0, 0.006 * self.w), vy=rng.normal(0, 0.006 * self.h),
             grow=rng.uniform(0, 0.2), phase=rng.uniform(0, 6.28), seed=int(rng.integers(2**31)))
 
