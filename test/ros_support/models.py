@@ -20,3 +20,20 @@ def tiny_checkpoint(folder: Path) -> Path:
     path = folder / "tiny.pt"
     save_checkpoint(path, model, cfg)
     return path
+
+
+def tiny_backbone_checkpoint(folder: Path) -> Path:
+    """A backbone-only checkpoint (what `pretrain` writes as backbone.pt) of the tiny config."""
+    import torch
+
+    from vit_perception.config import available_configs, load_config
+    from vit_perception.models.backbone_model import build_backbone_model
+    from vit_perception.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = load_config(next(n for n in available_configs() if "tiny" in n))
+    cfg["model"]["backbone_only"] = True
+    cfg["classes"] = []
+    path = folder / "backbone.pt"
+    save_checkpoint(path, build_backbone_model(cfg), cfg)
+    return path
