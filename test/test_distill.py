@@ -140,6 +140,21 @@ def test_command_writes_a_run_directory_of_a_plain_detector(cli_run):
     assert not any("translator" in k for k in sd)  # the student alone
 
 
+def test_resume_continues_with_the_teacher_from_the_run(cli_run, bags, capsys):
+    import shutil
+
+    run = cli_run.parent / "resumed"
+    shutil.copytree(cli_run, run)
+    capsys.readouterr()
+    code = main(["distill", "--out", str(run), "--resume", "--epochs", "2", "--val", bags["val"],
+                 "--train", bags["train"], "--unlabelled", bags["unlabelled"], "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    summary = json.loads(out[out.index("{"):])
+    assert summary["steps"] == 4 and summary["teacher"].endswith("teacher.pt")  # from config
+    assert [r["step"] for r in _steps(run)] == [1, 2, 3, 4]
+
+
 def test_checkpoint_runs_in_the_predictor(cli_run):
     from vit_perception.runtime.predictor import Predictor
 
