@@ -39,3 +39,15 @@ def test_preprocess_writes_the_model_dtype(dtype):
         # OpenCV-vs-torch grey level (0.018) for the torch path
         assert float((got.float() - ref).abs().max()) <= 2.7 * float(torch.finfo(dtype).eps) \
             + 0.02
+
+
+def test_without_opencv_cpu_frames_take_the_torch_path(monkeypatch):
+    from vit_perception.models import preprocess as pre
+
+    frames = [np.random.default_rng(2).integers(0, 256, (120, 200, 3), dtype=np.uint8)]
+    with_cv2, lbs = preprocess(frames, (160, 128))
+    monkeypatch.setattr(pre, "have_opencv", lambda: False)
+    without, lbs2 = preprocess(frames, (160, 128))
+    assert lbs == lbs2 and not torch.equal(with_cv2, without)  # really the other path
+    one_level = 1.0 / (255 * 0.224)
+    assert float((with_cv2 - without).abs().max()) <= one_level + 1e-5

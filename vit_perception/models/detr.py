@@ -136,8 +136,10 @@ class Detector(nn.Module):
         out = self.head(feats["features"])
         padded_h, padded_w = feats["padded_size"]
         if (padded_h, padded_w) != (height, width):  # boxes were relative to the padded input
-            s = torch.tensor([padded_w / width, padded_h / height] * 2, device=images.device,
-                             dtype=out["pred_boxes"].dtype)
+            scale = [padded_w / width, padded_h / height] * 2
+            dtype = out["pred_boxes"].dtype  # cached: no host-to-device copy in a CUDA graph
+            s = cached_constant(("box_scale", *scale, str(images.device), str(dtype)),
+                                lambda: torch.tensor(scale, device=images.device, dtype=dtype))
             for d in [out, *out.get("aux_outputs", []), out.get("enc_outputs", {})]:
                 if "pred_boxes" in d:
                     d["pred_boxes"] = d["pred_boxes"] * s

@@ -9,6 +9,8 @@ A point ``x`` of the frame (continuous pixel coordinates, edges at integers) lan
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -99,7 +101,8 @@ def preprocess(frames: Sequence[np.ndarray | Tensor], width, height=None, mean=N
     mean = tuple(mean if mean is not None else IMAGENET_MEAN)
     std = tuple(std if std is not None else IMAGENET_STD)
     boxes = [letterbox_params(f.shape[1], f.shape[0], width, height) for f in frames]
-    if device.type == "cpu" and all(f.dtype in (np.uint8, torch.uint8) for f in frames):
+    if device.type == "cpu" and all(f.dtype in (np.uint8, torch.uint8) for f in frames) \
+            and have_opencv():
         out = torch.zeros(len(frames), 3, height, width)
         _letterbox_cpu(frames, boxes, out.numpy(), mean, std)
         return out.to(dtype), boxes
@@ -127,6 +130,13 @@ def preprocess(frames: Sequence[np.ndarray | Tensor], width, height=None, mean=N
         for j, i in enumerate(indices):
             out[i, :, lb.pad_y:lb.pad_y + lb.resized_h, lb.pad_x:lb.pad_x + lb.resized_w] = x[j]
     return out, boxes
+
+
+@functools.cache
+def have_opencv() -> bool:
+    """OpenCV present (it is a dependency; a bare GPU machine running scripts/gpu_check.sh may
+    lack it, and the CPU frames of its training check then take the torch path)."""
+    return importlib.util.find_spec("cv2") is not None
 
 
 class PinnedUploader:

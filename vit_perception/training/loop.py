@@ -118,16 +118,14 @@ class DetectionTrainer(RunTrainer):
 
     def build_data(self) -> None:
         from vit_perception.training.augment import Augment
-        from vit_perception.training.dataset import collate, load_frames
+        from vit_perception.training.dataset import collate
         from vit_perception.training.sampler import ResumableSampler, repeat_factors
 
         o, classes = self.opts, self.cfg["classes"]
         cache = self.out / "cache" / f"rank{self.dist.rank}"
         t0 = time.perf_counter()
         self.train_samples = self.load_train_frames(cache / "train")
-        self.val_samples = load_frames(self.val_bags, classes, self.image_topic,
-                                       self.labels_topic, float(o["cache_max_mb"]),
-                                       cache / "val")
+        self.val_samples = self.load_val_frames(cache / "val")
         log.info("%d training / %d validation frames decoded in %.1f s", len(self.train_samples),
                  len(self.val_samples), time.perf_counter() - t0)
         factors = repeat_factors([s.labels for s in self.train_samples], len(classes),
@@ -152,6 +150,13 @@ class DetectionTrainer(RunTrainer):
         from vit_perception.training.dataset import load_frames
 
         return load_frames(self.train_bags, self.cfg["classes"], self.image_topic,
+                           self.labels_topic, float(self.opts["cache_max_mb"]), cache_dir)
+
+    def load_val_frames(self, cache_dir: Path) -> list:
+        """The validation frames (``dataset.Sample``)."""
+        from vit_perception.training.dataset import load_frames
+
+        return load_frames(self.val_bags, self.cfg["classes"], self.image_topic,
                            self.labels_topic, float(self.opts["cache_max_mb"]), cache_dir)
 
     def make_dataset(self, samples: list, augment) -> torch.utils.data.Dataset:
