@@ -280,3 +280,20 @@ def test_explora_trains_lora_and_the_last_blocks_only(bag, tmp_path):
     saved = torch.load(result["backbone"], weights_only=True)["state_dict"]
     assert not any("lora_" in k for k in saved)  # merged into plain weights
     torch.testing.assert_close(saved["backbone.blocks.0.mlp.fc1.weight"], frozen)
+
+
+def test_backbone_initialises_train_at_another_input_size(backbone_pt):
+    from vit_perception.models.builder import build
+    from vit_perception.models.vit import interpolate_pos_embed
+    from vit_perception.training.state import init_weights
+
+    path, _ = backbone_pt  # pretrained at 96x64 (grid 4x6)
+    cfg = load_config("vit_tiny_detr", {"input": {"width": 128, "height": 96},
+                                         "classes": ["a"]})
+    model, _, _ = build(cfg)
+    init_weights(model, path)
+    saved = torch.load(path, weights_only=True)["state_dict"]
+    want = interpolate_pos_embed(saved["backbone.pos_embed"], (4, 6), (6, 8))
+    torch.testing.assert_close(model.backbone.pos_embed.detach(), want)
+    torch.testing.assert_close(model.backbone.blocks[0].attn.qkv.weight.detach(),
+                               saved["backbone.blocks.0.attn.qkv.weight"])

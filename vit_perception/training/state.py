@@ -73,6 +73,29 @@ def load_fitting(module: nn.Module, state: dict, what: str) -> list[str]:
     return skipped
 
 
+def fit_pos_embed(model: nn.Module, state: dict, cfg: dict) -> dict:
+    """``state`` with its ViT ``backbone.pos_embed`` interpolated to ``model``'s patch grid when
+    the checkpoint was made for another input size (e.g. a ``pretrain`` backbone.pt)."""
+    from vit_perception.models.vit import interpolate_pos_embed
+
+    key, backbone = "backbone.pos_embed", getattr(model, "backbone", None)
+    own = getattr(backbone, "pos_embed", None)
+    if key not in state or own is None or state[key].shape == own.shape:
+        return state
+    try:
+        p = int(cfg["model"]["backbone"].get("patch_size", 16))
+        src = (-(-int(cfg["input"]["height"]) // p), -(-int(cfg["input"]["width"]) // p))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return state
+    prefix = state[key].shape[1] - src[0] * src[1]
+    if prefix < 1 or state[key].shape[2] != own.shape[2]:
+        return state
+    state = dict(state)
+    state[key] = interpolate_pos_embed(state[key], src, backbone.grid, prefix)
+    log.info("--init: pos_embed interpolated %dx%d -> %dx%d", *src, *backbone.grid)
+    return state
+
+
 def init_weights(model: nn.Module, path: str | Path, backbone_type: str = "vit") -> str:
     """``--init PATH``: a previous run's checkpoint (whole detector, shapes that fit) or a
     backbone weights file (torchvision Swin, DINO / DINOv2 ViT). Returns a one-line summary.
@@ -91,7 +114,8 @@ def init_weights(model: nn.Module, path: str | Path, backbone_type: str = "vit")
             raise load_error(path, exc, "--init file") from exc
         if isinstance(data, dict) and data.get("format") == FORMAT:
             data = read_checkpoint(path, "cpu")
-            skipped = load_fitting(model, data["state_dict"], str(path))
+            state = fit_pos_embed(model, data["state_dict"], data["config"])
+            skipped = load_fitting(model, state, str(path))
             return f"initialised from checkpoint {path} ({len(skipped)} tensors skipped)"
     loader = load_swin_weights if backbone_type == "swin" else load_vit_weights
     report = loader(model.backbone, path)
