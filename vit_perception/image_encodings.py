@@ -11,6 +11,9 @@ ros-perception/vision_opencv `cv_bridge/src/cv_bridge.cpp`:
     rgba8 / bgra8          cv::COLOR_RGBA2RGB / cv::COLOR_BGRA2RGB
     mono8                  cv::COLOR_GRAY2RGB
     mono16                 cv::COLOR_GRAY2RGB, then convertTo(CV_8U, 255/65535)  (round to nearest)
+    rgb16                  convertTo(CV_8U, 255/65535)
+    bgr16                  cv::COLOR_BGR2RGB, then convertTo(CV_8U, 255/65535)
+    rgba16 / bgra16        cv::COLOR_RGBA2RGB / cv::COLOR_BGRA2RGB, then the same scaling
     yuv422 (= uyvy)        cv::COLOR_YUV2RGB_UYVY                      BT.601 limited range
     yuv422_yuy2 (= yuyv)   cv::COLOR_YUV2RGB_YUY2
     bayer_rggb8            cv::COLOR_BayerBG2RGB   OpenCV names the pattern of the 2x2 block that
@@ -20,9 +23,17 @@ ros-perception/vision_opencv `cv_bridge/src/cv_bridge.cpp`:
 
 16-bit data whose `is_bigendian` differs from this machine is byte-swapped first (cv_bridge's
 `matFromImage` does the same). The generic names `8UC1`, `8UC3`, `8UC4` and `16UC1` decode with
-`image_to_array`; cv_bridge refuses to turn them into rgb8 ("not a color format"), while
-`image_to_rgb` reads them the way cv_bridge's `cvtColorForDisplay` guesses: as mono8, bgr8,
-bgra8 and mono16.
+`image_to_array`; cv_bridge's `imgmsg_to_cv2(msg, "rgb8")` refuses them ("not a color format").
+`image_to_rgb` reads `16UC1` as mono16, as cv_bridge's `cvtColorForDisplay` does. For the 8-bit
+ones `cvtColorForDisplay` compares against "CV_8UC1", "CV_8UC3", "CV_8UC4", names no ROS message
+carries, so it refuses them too; here they read as mono8, bgr8 and bgra8 (OpenCV's channel
+order), a choice of this package and not cv_bridge behaviour.
+
+yuv422 (uyvy, yuyv) at an odd width: a row holds `2 * width` bytes, so the last pixel has its Y
+and one chroma sample but no partner. OpenCV's converters accept only even widths (OpenCV 5
+asserts it; cv_bridge on OpenCV 4 returns an image whose last column it reads from past the
+pair). Here the last pixel takes the missing chroma sample from the pair to its left (neutral
+128 for a one-pixel-wide image); every other pixel equals cv_bridge's.
 
 CompressedImage follows cv_bridge's `toCvCopy(CompressedImage, "rgb8")`: `cv::imdecode` gives
 BGR, then `cv::COLOR_BGR2RGB`. Single-channel (mono) and 16-bit PNGs, which cv_bridge cannot turn
@@ -79,6 +90,10 @@ _LAYOUTS: dict[str, _Layout] = {
     "bgra8": _Layout("u1", 4, cv2.COLOR_BGRA2RGB),
     "mono8": _Layout("u1", 1, cv2.COLOR_GRAY2RGB),
     "mono16": _Layout("u2", 1, cv2.COLOR_GRAY2RGB, scale16=True),
+    "rgb16": _Layout("u2", 3, None, scale16=True),
+    "bgr16": _Layout("u2", 3, cv2.COLOR_BGR2RGB, scale16=True),
+    "rgba16": _Layout("u2", 4, cv2.COLOR_RGBA2RGB, scale16=True),
+    "bgra16": _Layout("u2", 4, cv2.COLOR_BGRA2RGB, scale16=True),
     "yuv422": _Layout("u1", 2, cv2.COLOR_YUV2RGB_UYVY),
     "uyvy": _Layout("u1", 2, cv2.COLOR_YUV2RGB_UYVY),
     "yuv422_yuy2": _Layout("u1", 2, cv2.COLOR_YUV2RGB_YUY2),
@@ -155,8 +170,6 @@ def image_to_array(
         raise ImageDecodeError(
             "step_mismatch", f"{buf.size} bytes, but height*step = {height}*{step} = {size}"
         )
-    if encoding in _YUV422 and width % 2:
-        raise ImageDecodeError("bad_size", f"{encoding} needs an even width, got {width}")
     if encoding.startswith("bayer_") and (width < 2 or height < 2):
         raise ImageDecodeError("bad_size", f"{encoding} needs at least 2x2 pixels")
     swap = itemsize > 1 and bool(is_bigendian) != _NATIVE_BIG
@@ -196,14 +209,34 @@ def image_to_rgb(
     """
     array = image_to_array(encoding, height, width, step, is_bigendian, data)
     layout = _LAYOUTS[encoding]
-    if layout.to_rgb is None:
-        return array
     if layout.scale16:
         array = _scale16(array)
+    if layout.to_rgb is None:
+        return array
+    if encoding in _YUV422 and array.shape[1] % 2:
+        return _odd_yuv422_to_rgb(array, layout.to_rgb)
     try:
         return cv2.cvtColor(array, layout.to_rgb)
     except cv2.error as exc:  # shapes OpenCV refuses that the checks above did not catch
         raise ImageDecodeError("bad_size", f"OpenCV cannot convert {encoding}: {exc}") from exc
+
+
+def _odd_yuv422_to_rgb(array: np.ndarray, code: int) -> np.ndarray:
+    """yuv422 `[H, W, 2]` with odd W: pad one pixel whose chroma byte repeats the missing
+    sample of the last full pair (128 when there is none), convert, crop (module docstring)."""
+    h, w = array.shape[:2]
+    padded = np.empty((h, w + 1, 2), np.uint8)
+    padded[:, :w] = array
+    uyvy = code == cv2.COLOR_YUV2RGB_UYVY
+    # A pair is two pixels of two bytes: UYVY (U, Y0) (V, Y1), YUYV (Y0, U) (Y1, V); the odd
+    # last pixel holds (U, Y) or (Y, U) and the pad pixel gets (V, Y) or (Y, V).
+    if uyvy:
+        padded[:, w, 0] = array[:, w - 2, 0] if w >= 3 else 128  # V of the last full pair
+        padded[:, w, 1] = array[:, w - 1, 1]  # Y of the last pixel again
+    else:
+        padded[:, w, 0] = array[:, w - 1, 0]
+        padded[:, w, 1] = array[:, w - 2, 1] if w >= 3 else 128
+    return np.ascontiguousarray(cv2.cvtColor(padded, code)[:, :w])
 
 
 def rgb_to_image_fields(rgb: np.ndarray, encoding: str = "rgb8") -> dict:
