@@ -132,6 +132,15 @@ def probes(d: Path, p: dict) -> list[tuple[str, str, callable]]:
         return rc, first_line(err), (f"changed: {', '.join(changed) or 'none'}; metrics rows "
                                      f"{rows} -> {rows_after}")
 
+    def p1b():
+        run_dir = d / "run_p1b"
+        shutil.copytree(p["run"], run_dir)
+        (run_dir / "notes.txt").write_text("not the run's")
+        rc, _o, err = cli(*train("run_p1b", "--overwrite"))
+        rows = len((run_dir / "metrics.jsonl").read_text().splitlines())
+        kept = (run_dir / "notes.txt").exists()
+        return rc, first_line(err), f"new run: metrics rows {rows}; notes.txt kept: {kept}"
+
     def leftovers(pattern: str, root: Path | None = None):
         return lambda: "left: " + (", ".join(sorted(x.name for x in (root or d).glob(pattern)))
                                    or "nothing")
@@ -198,6 +207,7 @@ def probes(d: Path, p: dict) -> list[tuple[str, str, callable]]:
     existing.mkdir(exist_ok=True)
     return [
         ("1", "train --out RUN_DIR (existing run), no --resume", p1),
+        ("1b", "train --out RUN_DIR --overwrite (existing run)", p1b),
         ("2a", "eval --model truncated.pt (CheckpointError)",
          run("eval", "--bag", bag, "--model", str(p["trunc_pt"]))),
         ("2b", "export --model truncated.pt (CheckpointError)",

@@ -64,8 +64,8 @@ def describe(exc: BaseException) -> tuple[int, str]:
         return USAGE, str(exc)
     if isinstance(exc, OSError):
         return FAILURE, _os_message(exc)
-    if isinstance(exc, _known_failures()):
-        return FAILURE, str(exc) or type(exc).__name__
+    if isinstance(exc, _known_failures()) or type(exc).__module__.startswith("vit_perception."):
+        return FAILURE, str(exc) or type(exc).__name__  # the package's own errors name things
     if type(exc).__name__ == "DecodeError":  # protobuf: a file that is not an ONNX model
         return FAILURE, f"not a valid ONNX/protobuf file ({exc})"
     try:

@@ -91,8 +91,9 @@ def load_backbone(spec: str | Path, config: str | None = None,
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - unreadable files get one clear message
-            raise BackboneSpecError(f"{path}: cannot read ({type(exc).__name__}: "
-                                    f"{str(exc).splitlines()[0][:200]})") from exc
+            from vit_perception.models.checkpoint import load_error
+
+            raise BackboneSpecError(str(load_error(path, exc, "backbone file"))) from exc
         if isinstance(data, dict) and data.get("format") == FORMAT:
             from vit_perception.models.backbone_model import (
                 is_backbone_only,

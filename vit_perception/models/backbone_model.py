@@ -46,7 +46,7 @@ def load_backbone_checkpoint(path: str | Path, map_location: Any = "cpu"
                              ) -> tuple[BackboneModel, dict]:
     """-> ``(model in eval mode, cfg)`` of a backbone-only checkpoint; ``CheckpointError``
     naming ``path`` when it is unreadable or its weights do not fit its config."""
-    from vit_perception.models.checkpoint import CheckpointError, read_checkpoint
+    from vit_perception.models.checkpoint import CheckpointError, first_line, read_checkpoint
 
     data = read_checkpoint(path, map_location)
     cfg = data["config"]
@@ -57,7 +57,7 @@ def load_backbone_checkpoint(path: str | Path, map_location: Any = "cpu"
         model.load_state_dict(data["state_dict"])
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: weights do not fit its config: "
-                              f"{str(exc).splitlines()[0][:300]}") from exc
+                              f"{first_line(exc, 300)}") from exc
     return model.eval(), cfg
 
 

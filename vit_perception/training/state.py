@@ -150,6 +150,7 @@ def check_init(cfg: dict, path: str | Path, partial: bool = False) -> str | None
     with torch.random.fork_rng():  # the trainer's seeded start is not disturbed
         model, _criterion, _post = build(deep_merge(cfg, {"classes": list(classes)}),
                                          load_pretrained=False)
+    state = fit_pos_embed(model, state, data.get("config") or {})  # as init_weights does
     own = model.state_dict()
     fit = [k for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)]
     summary = (f"--init {path}: {len(fit)} of its {len(state)} tensors fit the model "
