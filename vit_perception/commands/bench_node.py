@@ -20,6 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=30.0,
                         help="seconds of camera load (600 for the 10-minute memory figure)")
     parser.add_argument("--backend", default="torch")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda[:N] (cpu)")
+    parser.add_argument("--precision", default="fp32", help="fp32 | fp16 | bf16 | int8 (fp32)")
+    parser.add_argument("--cameras", type=int, default=1,
+                        help="cameras served by one node (image_topics), each at --rate, "
+                        "frames batched: latency and drops per camera (1)")
     parser.add_argument("--no-transport", action="store_true",
                         help="skip the transport latency comparison")
     parser.add_argument("--json", default=None, help="write the figures as JSON here")
@@ -62,11 +67,15 @@ def run(args: argparse.Namespace) -> int:
     model = args.model or next(n for n in available_configs() if "tiny" in n)
     n = int(args.duration * args.rate)
     log = Path(tempfile.mkdtemp(prefix="bench_node_")) / "node.log"
-    print(f"perception_node ({model}, {args.backend}) under {n} frames of {w}x{h} at "
-          f"{args.rate:g} Hz; node log {log}", flush=True)
+    if args.cameras < 1:
+        raise ValueError(f"--cameras must be at least 1, got {args.cameras}")
+    print(f"perception_node ({model}, {args.backend}/{args.device}/{args.precision}) under "
+          f"{n} frames of {w}x{h} at {args.rate:g} Hz from {args.cameras} camera(s); node log "
+          f"{log}", flush=True)
     res = replay.replay(_frames(n, w, h, args.rate),
-                        {"model": model, "backend": args.backend, "score_threshold": 0.3},
-                        log, rate_hz=args.rate, memory_every_s=5.0)
+                        {"model": model, "backend": args.backend, "device": args.device,
+                         "precision": args.precision, "score_threshold": 0.3},
+                        log, rate_hz=args.rate, memory_every_s=5.0, cameras=args.cameras)
     lat = np.array(list(res.latency_ms.values()) or [np.nan])
     d = res.diagnostics
     figures = {
@@ -82,6 +91,14 @@ def run(args: argparse.Namespace) -> int:
         "overhead_fraction": float(d.get("overhead_fraction", "nan")),
         "memory_mb": memory_figures(res.rss_mb),
     }
+    if args.cameras > 1:
+        figures["cameras"] = {
+            name: {"frames_processed": len(dets),
+                   "drop_rate": 1.0 - len(dets) / max(res.sent, 1),
+                   "latency_ms": {"median": float(np.median(list(lat.values()) or [np.nan])),
+                                  "p90": float(np.percentile(list(lat.values()) or [np.nan],
+                                                             90))}}
+            for name, (dets, lat) in res.cameras.items()}
     if not args.no_transport:
         profile = os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE", "")
         figures["transport"] = {

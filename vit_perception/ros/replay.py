@@ -20,11 +20,15 @@ import numpy as np
 
 @dataclass
 class ReplayResult:
+    """What came back; with several cameras, `detections` and `latency_ms` are the first
+    camera's and `cameras` holds each camera's (name -> (detections, latency_ms))."""
+
     detections: dict[int, list] = field(default_factory=dict)  # stamp_ns -> [(xyxy, name, score)]
     latency_ms: dict[int, float] = field(default_factory=dict)  # stamp_ns -> publish->detections
     sent: int = 0
     diagnostics: dict[str, str] = field(default_factory=dict)
     rss_mb: list[tuple[float, float]] = field(default_factory=list)  # (seconds, MB) of the node
+    cameras: dict[str, tuple[dict[int, list], dict[int, float]]] = field(default_factory=dict)
 
 
 def rss_mb(pid: int) -> float:
@@ -57,11 +61,14 @@ def stop_node(proc) -> None:
 
 def replay(frames: Iterable[tuple[int, str, np.ndarray]], params: dict[str, object],
            log_path: Path, rate_hz: float = 0.0, settle_s: float = 3.0,
-           memory_every_s: float = 0.0, startup_timeout_s: float = 120.0) -> ReplayResult:
+           memory_every_s: float = 0.0, startup_timeout_s: float = 120.0,
+           cameras: int = 1) -> ReplayResult:
     """Publish ``(stamp_ns, frame_id, rgb)`` frames to a fresh node; collect detections.
 
     ``rate_hz`` 0: lock-step (each frame waits for its detections, nothing dropped); otherwise
-    a camera-like fixed rate where the node drops what it cannot keep up with.
+    a camera-like fixed rate where the node drops what it cannot keep up with. ``cameras`` > 1:
+    the node serves ``/cam<i>/image_raw`` (parameter ``image_topics``) and every frame goes to
+    each camera at once (synchronised cameras: the node can batch them).
     """
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
@@ -74,19 +81,27 @@ def replay(frames: Iterable[tuple[int, str, np.ndarray]], params: dict[str, obje
 
     result = ReplayResult()
     published: dict[int, float] = {}
+    names = [f"cam{i}" for i in range(cameras)] if cameras > 1 else ["camera"]
+    for name in names:
+        result.cameras[name] = ({}, {})
+    result.detections, result.latency_ms = result.cameras[names[0]]
+    if cameras > 1:
+        params = {**params, "image_topics": "[" + ", ".join(f"/{n}/image_raw" for n in names)
+                  + "]"}
     proc = start_node({"qos_reliability": "reliable", **params}, log_path)
     t_start = time.monotonic()
     try:
         with rclpy.init():
             node = Node("vit_perception_replay")
-            pub = node.create_publisher(Image, "image",
-                                        QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
+            qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+            pubs = [node.create_publisher(Image, f"/{n}/image_raw" if cameras > 1 else "image",
+                                          qos) for n in names]
 
-            def on_detections(msg):
+            def on_detections(msg, dets: dict, latency: dict):
                 key = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
                 if key in published:
-                    result.latency_ms[key] = (time.monotonic() - published[key]) * 1e3
-                result.detections[key] = [
+                    latency[key] = (time.monotonic() - published[key]) * 1e3
+                dets[key] = [
                     ((d.bbox.center.position.x - d.bbox.size_x / 2,
                       d.bbox.center.position.y - d.bbox.size_y / 2,
                       d.bbox.center.position.x + d.bbox.size_x / 2,
@@ -100,10 +115,13 @@ def replay(frames: Iterable[tuple[int, str, np.ndarray]], params: dict[str, obje
                     if "perception_node" in status.name:
                         result.diagnostics = {kv.key: kv.value for kv in status.values}
 
-            node.create_subscription(Detection2DArray, "detections", on_detections, 50)
+            for n in names:
+                node.create_subscription(
+                    Detection2DArray, f"{n}/detections" if cameras > 1 else "detections",
+                    lambda m, out=result.cameras[n]: on_detections(m, *out), 50)
             node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
             deadline = time.monotonic() + startup_timeout_s
-            while pub.get_subscription_count() == 0:
+            while not all(p.get_subscription_count() for p in pubs):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"perception_node did not start; see {log_path}")
                 rclpy.spin_once(node, timeout_sec=0.1)
@@ -120,11 +138,13 @@ def replay(frames: Iterable[tuple[int, str, np.ndarray]], params: dict[str, obje
                         rclpy.spin_once(node, timeout_sec=max(0.0, t_next - time.monotonic()))
                     t_next += period
                 published[int(stamp_ns)] = time.monotonic()
-                pub.publish(msg)
+                for pub in pubs:
+                    pub.publish(msg)
                 result.sent += 1
                 if not period:  # lock-step
                     wait_until = time.monotonic() + 30
-                    while int(stamp_ns) not in result.detections and time.monotonic() < wait_until:
+                    while not all(int(stamp_ns) in d for d, _ in result.cameras.values()) \
+                            and time.monotonic() < wait_until:
                         rclpy.spin_once(node, timeout_sec=0.05)
                 else:
                     rclpy.spin_once(node, timeout_sec=0)
