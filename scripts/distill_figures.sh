@@ -78,12 +78,12 @@ bench = {k: json.loads((out / "eval" / f"bench_{k}.json").read_text())
 def ms(b, backend):  # end to end per frame (preprocess + infer + postprocess), batch 1
     return 1000.0 / b[backend]["fps"] if backend in b else None
 print(f"\nheld-out bag ({style} style, 200 frames); students: {minutes} min each")
-print(f"{'model':34s} {'AP50':>6s} {'AP':>6s}")
+print(f"{'model':36s} {'AP50':>6s} {'AP':>6s}")
 names = {"teacher": "teacher vit_s16_detr 320x240", "labels_only": "student, labels alone",
          "distilled": "student distilled, labels",
          "distilled_unlabelled": "student distilled, labels + 4x unl."}
 for r, m in ev.items():
-    print(f"{names[r]:34s} {m['AP50']:6.3f} {m['AP']:6.3f}")
+    print(f"{names[r]:36s} {m['AP50']:6.3f} {m['AP']:6.3f}")
 for backend in ("torch", "onnxruntime"):
     t, s = ms(bench["teacher"], backend), ms(bench["student"], backend)
     if t and s:
