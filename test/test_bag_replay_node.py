@@ -65,9 +65,10 @@ def test_play_record_eval_scores_the_node_like_the_predictor(checkpoint, tmp_pat
               "-r", "image:=/camera/image_raw"]
     cli = ["-m", "vit_perception"]
     with ros_process([*NODE, *params], node_log) as node, \
-            ros_process([*cli, "record", str(preds_bag), "--topics", "/detections"],
-                        rec_log) as recorder:
-        wait_for_line(rec_log, "connected: /detections", recorder)
+            ros_process([*cli, "record", str(preds_bag), "--topics", "/detections",
+                         "/vision_info", "/features"], rec_log) as recorder:
+        for topic in ("/detections", "/vision_info", "/features"):
+            wait_for_line(rec_log, f"connected: {topic}", recorder)
         with ros_process([*cli, "play", str(bag), "--rate", "0", "--wait", "60"],
                          play_log) as player:
             assert player.wait(timeout=60) == 0, play_log.read_text()
@@ -88,6 +89,19 @@ def test_play_record_eval_scores_the_node_like_the_predictor(checkpoint, tmp_pat
         assert recorded.metrics[key] == pytest.approx(direct.metrics[key], abs=1e-6), key
     assert direct.metrics["AP50"] > 0.3  # the comparison is not between two empty results
 
+    # the latched vision_info (recorded with its publisher's durability) and our own FeatureMap
+    # type (registered from its .msg file) are in the bag too
+    from vit_perception.data.bag_source import iter_messages
+
+    msgs: dict[str, list] = {}
+    for m in iter_messages(preds_bag):
+        msgs.setdefault(m.topic, []).append(m.msg)
+    assert len(msgs["/detections"]) == 4
+    assert msgs["/vision_info"][0].method.startswith("vit_tiny_detr")
+    assert len(msgs["/features"]) == 4
+    fm = msgs["/features"][0]
+    assert len(fm.data) == fm.channels * fm.height * fm.width * 2 and fm.dtype == "float16"
+
 
 def test_play_names_missing_topics_and_bags(tmp_path):
     require_ros()
@@ -103,3 +117,38 @@ def test_play_names_missing_topics_and_bags(tmp_path):
     res = subprocess.run([*run, str(tmp_path / "missing")], capture_output=True, text=True,
                          timeout=60)
     assert res.returncode != 0 and "missing" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_play_loops_in_recorded_order_until_sigint(tmp_path):
+    """`--loop` replays the bag again and again, each pass in the bag's order, until SIGINT;
+    the player then exits 0."""
+    require_ros()
+    import signal
+
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from vit_perception.data.synth import write_synthetic_bag
+
+    bag = write_synthetic_bag(tmp_path / "lab", frames=3, size=(64, 64))
+    log = tmp_path / "play.log"
+    stamps: list[int] = []
+    with rclpy.init():
+        node = rclpy.create_node("loop_listener")
+        node.create_subscription(Image, "/camera/image_raw",
+                                 lambda m: stamps.append(m.header.stamp.nanosec), QoSProfile(
+                                     depth=100, reliability=ReliabilityPolicy.RELIABLE))
+        with ros_process(["-m", "vit_perception", "play", str(bag), "--loop", "--rate", "3"],
+                         log) as player:
+            deadline = time.monotonic() + 30
+            while len(stamps) < 7 and time.monotonic() < deadline and player.poll() is None:
+                rclpy.spin_once(node, timeout_sec=0.05)
+            player.send_signal(signal.SIGINT)
+            assert player.wait(timeout=15) == 0, log.read_text()
+        node.destroy_node()
+    assert len(stamps) >= 7, log.read_text()
+    first = stamps[:3]
+    assert first == sorted(first) and len(set(first)) == 3
+    assert stamps[3:6] == first  # the second pass repeats the first, stamps and all
+    assert "loops" in log.read_text() and "stopped by SIGINT" in log.read_text()
