@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     names = args.names or sorted(available_configs())
     header = (f"{'config':<18} {'backbone':<22} {'input':>9} {'head (d/enc/dec/N)':>19} "
               f"{'params (M)':>10} {'GFLOPs@' + f'{args.width}x{args.height}':>15} "
-              f"{'of which attn':>13}")
+              f"{'of which SDPA':>13}")
     print(header)
     print("-" * len(header))
     for name in names:
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
               f"{head_s:>19} {params:>10.1f} {flops_s:>15} {attn_s:>13}")
     if not args.no_flops:
         print("GFLOPs: torch.utils.flop_counter's count of one forward, 2 per multiply-add "
-              "(GMACs = GFLOPs / 2), attention's QK^T and AV included ('of which attn': in "
-              "fused scaled_dot_product_attention kernels; Swin's window attention is plain "
-              "matmuls).")
+              "(GMACs = GFLOPs / 2), attention's QK^T and AV included; 'of which SDPA': the "
+              "part in fused scaled_dot_product_attention kernels (Swin's window attention is "
+              "plain matmuls, in the total only).")
     return 0
