@@ -33,7 +33,8 @@ BUILDER_KEYS: dict = {
                            "layer_scale": None, "drop_path": 0.0, "variant": None}},
 }
 # keys a trainer adds to the resolved config of its run (RUN_DIR/config.yaml)
-TRAINER_WRITTEN: dict = {"train": {"pretrained_backbone": None}}
+TRAINER_WRITTEN: dict = {"train": {"pretrained_backbone": None},
+                         "model": {"backbone_only": None}}  # pretrain's backbone.pt
 
 
 def _merge_keys(into: dict, other: dict) -> None:

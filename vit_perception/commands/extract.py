@@ -36,9 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Errors (bad bag, COCO file, images) go to the CLI's error boundary (cli.main)."""
     import json
+    import logging
 
     from vit_perception.data.coco_io import coco_to_bag, extract_frames
     from vit_perception.errors import UsageError
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     if args.from_coco:
         if args.source:
