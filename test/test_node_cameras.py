@@ -117,4 +117,5 @@ def test_two_cameras_each_with_its_own_header_and_a_bad_frame_on_one(checkpoint,
                 "rear_frames_processed": "4"}
         assert client.spin_until(lambda: want.items() <= client.latest_diagnostics().items()), \
             client.latest_diagnostics()
+        assert 1.0 <= float(client.latest_diagnostics()["frames_per_batch_mean"]) <= 2.0
         client.destroy_node()

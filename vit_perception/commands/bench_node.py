@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         "memory_mb": memory_figures(res.rss_mb),
     }
     if args.cameras > 1:
+        figures["frames_per_batch_mean"] = float(d.get("frames_per_batch_mean", "nan"))
         figures["cameras"] = {
             name: {"frames_processed": len(dets),
                    "drop_rate": 1.0 - len(dets) / max(res.sent, 1),

@@ -75,6 +75,7 @@ class PerceptionNode(Node):
         self.stage_ms: dict[str, deque[float]] = {
             k: deque(maxlen=300) for k in ("model", "overhead", "decode", "preprocess",
                                            "postprocess", "publish")}
+        self.batch_sizes: deque[int] = deque(maxlen=300)
 
     # ---- lifecycle -----------------------------------------------------------------------
     def on_configure(self, state: State) -> TransitionCallbackReturn:
@@ -260,6 +261,7 @@ class PerceptionNode(Node):
             self._count_error("inference_error", f"inference failed: {exc}")
             return
         t2 = time.perf_counter()
+        self.batch_sizes.append(len(frames))
         for (camera, msg, received, rgb), pred in zip(frames, preds):
             self.outputs[camera].publish(pred, rgb, msg.header, self.settings, self.model_id)
             self.stats.on_processed(time.monotonic() - received)
@@ -293,6 +295,9 @@ class PerceptionNode(Node):
         if len(self.outputs) > 1:
             for cam, out in self.outputs.items():
                 summary[f"{cam}_frames_processed"] = str(out.processed)
+            if self.batch_sizes:
+                summary["frames_per_batch_mean"] = \
+                    f"{sum(self.batch_sizes) / len(self.batch_sizes):.2f}"
         status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: perception",
                                   hardware_id=self.model_id)
         errors = int(summary.get("errors_total", "0"))
