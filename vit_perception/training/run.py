@@ -316,12 +316,10 @@ class RunTrainer:
     def finish_epoch(self) -> dict:
         """Evaluate (main rank), log a row, plot the curves, write ``last.pt``."""
         metrics: dict = {}
+        t0 = time.perf_counter()
         if self.dist.main:
-            t0 = time.perf_counter()
             metrics = self.evaluate()
             self.eval_s = time.perf_counter() - t0
-            self.eval_total_s += self.eval_s
-            self.schedule.record(self.step, self.elapsed() - self.eval_total_s, self.eval_s)
             extra = self.end_epoch(metrics)
             total, n = self.epoch_loss
             row = {"minutes": round(self.elapsed() / 60, 3),
@@ -336,4 +334,8 @@ class RunTrainer:
         self.epoch_loss = [0.0, 0]
         self.save_last(metrics)
         self.dist.barrier()
+        # the schedule's share counts all of it: validation, best.pt, curves, last.pt
+        spent = time.perf_counter() - t0
+        self.eval_total_s += spent
+        self.schedule.record(self.step, self.elapsed() - self.eval_total_s, spent)
         return metrics
