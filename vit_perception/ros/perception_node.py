@@ -107,8 +107,15 @@ class PerceptionNode(Node):
             self.get_logger().warning(f"configure abandoned: {exc}")
             return TransitionCallbackReturn.FAILURE
         except Exception as exc:  # noqa: BLE001 - any load failure fails configure, named
-            self.get_logger().error(f"configure failed: cannot load model '{s.model}' "
-                                    f"(parameter 'model'): {exc}")
+            option = next((o for o in s.runner_options() if isinstance(exc, TypeError)
+                           and f"'{o}'" in str(exc)), None)
+            if option is not None:  # a runner without this option (e.g. threads on ORT)
+                self.get_logger().error(
+                    f"configure failed: parameter '{option}' is not supported by backend "
+                    f"'{s.backend}' ({exc}); leave it at its default")
+            else:
+                self.get_logger().error(f"configure failed: cannot load model '{s.model}' "
+                                        f"(parameter 'model'): {exc}")
             return TransitionCallbackReturn.FAILURE
         if s.class_names:
             self.predictor.class_names = list(s.class_names)
