@@ -184,3 +184,15 @@ def test_command_switches_reach_the_runner(capsys):
     assert "torch " in capsys.readouterr().out  # label without +graphs on the CPU
     assert main(common + ["--cuda-graphs"]) == 1  # the only backend cannot run: said why
     assert "CUDA graphs need a CUDA device" in capsys.readouterr().err
+
+
+def test_threads_option(tiny):
+    before = torch.get_num_threads()
+    try:
+        with TorchRunner(tiny, threads=1):
+            assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert TorchRunner(tiny, threads=0).threads == 0
+    with pytest.raises(RunnerError, match="threads"):
+        TorchRunner(tiny, threads=-1)

@@ -67,6 +67,8 @@ class TorchRunner(Runner):
     ``graph_cache_size`` shapes are held (least recently used evicted). Outputs are cloned out of
     the graph's memory, so they stay valid after the next call.
 
+    ``threads``: torch's CPU threads for the process (``None``/0: leave torch's choice).
+
     ``compile``: wrap the model in ``torch.compile`` (inductor). The first forward of each input
     shape compiles, which takes tens of seconds to minutes; the FX graphs and Triton kernels are
     kept under ``inductor_cache_dir(cache_dir)`` so a later process with the same model and
@@ -86,6 +88,7 @@ class TorchRunner(Runner):
         output_names: Sequence[str] = OUTPUT_NAMES,
         graph_cache_size: int = 4,
         cache_dir: str | Path | None = None,
+        threads: int | None = None,
     ) -> None:
         super().__init__(output_names=output_names)
         if precision not in PRECISIONS:
@@ -102,6 +105,9 @@ class TorchRunner(Runner):
         if cuda_graphs and self._device.type != "cuda":
             raise RunnerError(f"torch: CUDA graphs need a CUDA device, not {self._device} "
                               "(leave cuda_graphs unset to get them on CUDA only)")
+        if threads is not None and int(threads) < 0:
+            raise RunnerError(f"torch: threads must be 0 (torch's choice) or more, not {threads}")
+        self.threads = int(threads or 0)
         self.precision = precision
         self.cast = cast
         self.compile = bool(compile)
@@ -122,6 +128,8 @@ class TorchRunner(Runner):
         return torch.float32
 
     def _activate(self) -> None:
+        if self.threads:
+            torch.set_num_threads(self.threads)  # one intra-op pool per process
         model = self.model.eval().to(self._device)
         if self.precision != "fp32" and self.cast == "half":
             model = model.to(PRECISIONS[self.precision])
