@@ -5,7 +5,6 @@ frames."""
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -103,20 +102,21 @@ def test_play_record_eval_scores_the_node_like_the_predictor(checkpoint, tmp_pat
     assert len(fm.data) == fm.channels * fm.height * fm.width * 2 and fm.dtype == "float16"
 
 
-def test_play_names_missing_topics_and_bags(tmp_path):
+def test_play_and_record_name_missing_topics_and_bags(tmp_path, capsys):
     require_ros()
-    import subprocess
-
+    from vit_perception.cli import main
     from vit_perception.data.synth import write_synthetic_bag
 
     bag = write_synthetic_bag(tmp_path / "lab", frames=1, size=(64, 64))
-    run = [sys.executable, "-m", "vit_perception", "play"]
-    res = subprocess.run([*run, str(bag), "--topics", "/nope"], capture_output=True, text=True,
-                         timeout=60)
-    assert res.returncode != 0 and "/nope" in res.stderr and "Traceback" not in res.stderr
-    res = subprocess.run([*run, str(tmp_path / "missing")], capture_output=True, text=True,
-                         timeout=60)
-    assert res.returncode != 0 and "missing" in res.stderr and "Traceback" not in res.stderr
+    assert main(["play", str(bag), "--topics", "/nope"]) != 0
+    err = capsys.readouterr().err
+    assert "/nope" in err and "/camera/image_raw" in err and "Traceback" not in err
+    assert main(["play", str(tmp_path / "missing")]) != 0
+    err = capsys.readouterr().err
+    assert "missing" in err and "Traceback" not in err
+    assert main(["record", str(bag)]) != 0  # never overwrites a bag
+    err = capsys.readouterr().err
+    assert str(bag) in err and "exists" in err and "Traceback" not in err
 
 
 def test_play_loops_in_recorded_order_until_sigint(tmp_path):
