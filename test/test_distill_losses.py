@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vit_perception.models.box_ops import box_xyxy_to_cxcywh
+from vit_perception.models.box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
 from vit_perception.models.matcher import HungarianMatcher
 from vit_perception.models.preprocess import letterbox_params
 from vit_perception.training.distill_losses import (
@@ -76,8 +76,15 @@ def test_teacher_boxes_map_to_the_student_input_across_aspect_ratios():
         b = box_xyxy_to_cxcywh(lb.to_input(boxes))
         return b / b.new_tensor([lb.dst_w, lb.dst_h] * 2)
 
-    mapped = map_boxes(normalised(lb_t)[None], input_map(lb_t, lb_s)[None])[0]
+    maps = input_map(lb_t, lb_s)[None]
+    mapped = map_boxes(normalised(lb_t)[None], maps)[0]
     torch.testing.assert_close(mapped, normalised(lb_s), atol=2e-3, rtol=0)
+    # a teacher box reaching into its letterbox padding (above the frame) is clipped to the frame
+    spill = torch.tensor([[[0.5, lb_t.pad_y / 128, 0.2, 0.2]]])  # centred on the frame's top edge
+    top = box_cxcywh_to_xyxy(map_boxes(spill, maps))[0, 0]
+    assert top[1].item() == pytest.approx(0.0, abs=1e-4)  # the frame's top in the student input
+    want = 0.1 * lb_t.dst_h / lb_t.scale_y * lb_s.scale_y / lb_s.dst_h  # 0.1 of the teacher input
+    assert top[3].item() == pytest.approx(want, rel=0.02)
 
 
 def test_feature_cells_sample_the_student_map_and_mask_the_padding():

@@ -39,12 +39,14 @@ def softened_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: flo
 def teacher_targets(logits: Tensor, boxes: Tensor, threshold: float) -> list[dict]:
     """Teacher ``pred_logits [B, N, K+1]`` and ``pred_boxes [B, N, 4]`` (already in the student's
     normalised cxcywh) -> per image ``logits [m, K+1]``, ``labels [m]``, ``boxes [m, 4]``,
-    ``scores [m]`` of the predictions whose best class probability is ``>= threshold``."""
+    ``scores [m]`` of the predictions whose best class probability is ``>= threshold`` (boxes
+    with no width or height, e.g. wholly in letterbox padding, are left out)."""
     prob = logits.float().softmax(-1)[..., :-1]
     scores, labels = prob.max(-1)
+    sized = (boxes[..., 2] > 1e-3) & (boxes[..., 3] > 1e-3)
     out = []
     for i in range(logits.shape[0]):
-        keep = scores[i] >= threshold
+        keep = (scores[i] >= threshold) & sized[i]
         out.append({"logits": logits[i][keep].float(), "labels": labels[i][keep],
                     "boxes": boxes[i][keep].float(), "scores": scores[i][keep]})
     return out

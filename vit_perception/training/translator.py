@@ -39,11 +39,13 @@ def input_map(teacher: Letterbox, student: Letterbox) -> Tensor:
 
 def map_boxes(boxes: Tensor, maps: Tensor) -> Tensor:
     """Teacher-input normalised cxcywh ``[B, N, 4]`` -> student-input normalised cxcywh, clipped
-    to the student input. ``maps [B, 8]`` from ``input_map``."""
+    to the frame first (no box reaches into letterbox padding, as no ground-truth box does).
+    ``maps [B, 8]`` from ``input_map``."""
     a = maps[:, None, [0, 2, 0, 2]]
     b = maps[:, None, [1, 3, 1, 3]]
-    xyxy = (box_cxcywh_to_xyxy(boxes) * a + b).clamp(0, 1)
-    return box_xyxy_to_cxcywh(xyxy)
+    lo, hi = maps[:, None, [4, 5, 4, 5]], maps[:, None, [6, 7, 6, 7]]
+    xyxy = torch.minimum(torch.maximum(box_cxcywh_to_xyxy(boxes), lo), hi)
+    return box_xyxy_to_cxcywh((xyxy * a + b).clamp(0, 1))
 
 
 def teacher_cells(maps: Tensor, grid: tuple[int, int], cell_extent: tuple[float, float],
