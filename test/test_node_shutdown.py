@@ -171,3 +171,11 @@ def test_diagnostics_rates_right_at_0_3_hz(ros, checkpoint, tmp_path):
     assert float(diag["input_rate_hz"]) == pytest.approx(0.3, rel=0.2), diag
     assert float(diag["processed_rate_hz"]) == pytest.approx(0.3, rel=0.2), diag
     assert_clean(node, code)
+
+
+def test_wrongly_typed_parameter_exits_2_naming_it(tmp_path):
+    require_ros()
+    res = subprocess.run([sys.executable, *NODE, "-p", "threads:=abc", "-p", "autostart:=false"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2, res.stderr
+    assert "'threads'" in res.stderr and "Traceback" not in res.stderr, res.stderr

@@ -14,6 +14,7 @@ SIGINT/SIGTERM end the process cleanly with exit code 0 (``shutdown``), also dur
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 import traceback
 from collections import deque
@@ -321,7 +322,11 @@ def main(args=None) -> int:
     stuck = None
     with ShutdownSignals() as signals, \
             rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
-        node = PerceptionNode(signals=signals)
+        try:
+            node = PerceptionNode(signals=signals)
+        except rclpy.exceptions.ParameterException as exc:  # a -p value of the wrong type
+            print(f"perception_node: error: {exc}", file=sys.stderr)
+            return 2
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         try:
@@ -344,6 +349,4 @@ def main(args=None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main())
