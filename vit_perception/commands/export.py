@@ -30,6 +30,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="random inputs compared between PyTorch and ONNX Runtime (0: skip)")
     parser.add_argument("--tolerance", type=float, default=1e-3,
                         help="max relative error accepted in the verification")
+    q = parser.add_argument_group(
+        "static int8 for ONNX Runtime on the CPU (written as <out stem>.int8.onnx, which "
+        "`precision: int8` then takes)")
+    q.add_argument("--int8-calibrate", nargs="+", metavar="BAG",
+                   help="calibrate activations on frames of these bags, then replay held-out "
+                        "frames through fp32 and int8 and print the AP change")
+    q.add_argument("--calib-frames", type=int, default=100, metavar="N",
+                   help="frames spread over the calibration bags (100)")
+    q.add_argument("--calib-topic", default="/camera/image_raw", help="image topic")
+    q.add_argument("--calib-method", choices=["percentile", "entropy", "minmax"],
+                   default="percentile", help="activation ranges (percentile 99.999)")
+    q.add_argument("--val", nargs="+", metavar="BAG",
+                   help="held-out bags for the AP check (default: the last quarter of each "
+                        "calibration bag, which calibration does not use)")
+    q.add_argument("--labels-topic", default="/labels", help="labels for the AP check")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,6 +59,15 @@ def run(args: argparse.Namespace) -> int:
         verify_onnx,
     )
 
+    if args.int8_calibrate and args.format == "engine" and not args.out:
+        print("--int8-calibrate writes next to the ONNX file: use --format onnx or both, or "
+              "--out", file=sys.stderr)
+        return 2
+    if args.int8_calibrate:  # fail before the export, not after it
+        from vit_perception.runtime.calibration import count_frames
+
+        for bag in [*args.int8_calibrate, *(args.val or [])]:
+            count_frames(bag, args.calib_topic)
     if args.opset < 17:
         print(f"--opset {args.opset}: need 17 or newer (LayerNormalization)", file=sys.stderr)
         return 2
@@ -81,6 +105,11 @@ def run(args: argparse.Namespace) -> int:
             status = 1
     if problems:
         status = 1
+    if args.int8_calibrate:
+        from vit_perception.evaluation.int8_check import calibrate_and_check
+
+        calibrate_and_check(onnx_path, args.int8_calibrate, args.calib_topic, args.calib_frames,
+                            args.calib_method, args.val or (), args.labels_topic)
     if args.format in ("engine", "both"):
         status = max(status, _engine(args, onnx_path, meta, out))
         if args.format == "engine" and not args.out:

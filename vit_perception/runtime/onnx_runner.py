@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -13,6 +14,8 @@ import numpy as np
 import torch
 
 from vit_perception.runtime.base import Runner, RunnerError
+
+log = logging.getLogger(__name__)
 
 # Provider names by short alias, in preference order for device "cuda".
 PROVIDERS = {
@@ -244,6 +247,7 @@ class OnnxRunner(Runner):
         self.fuse_attention = fuse_attention
         self.session: Any = None
         self.model_file: Path | None = None  # the file the session runs (a derived copy or path)
+        self.int8_kind = ""  # precision int8: "static, calibrated on ..." or "dynamic, ..."
         self._fixed_batch: int | None = None
 
     @property
@@ -281,11 +285,8 @@ class OnnxRunner(Runner):
         if self.precision == "int8" and providers != [PROVIDERS["cpu"]]:
             raise RunnerError("onnxruntime: int8 runs on the CPU provider only")
         try:
-            model = ort_cpu_model(self.path) if fuse else self.path
-            if self.precision == "int8":
-                from vit_perception.runtime.quantize import ort_int8_model
-
-                model = ort_int8_model(model, self.path, self.int8_reduce_range)
+            model = self._int8_model(fuse) if self.precision == "int8" else (
+                ort_cpu_model(self.path) if fuse else self.path)
             self.model_file = Path(model)
             self.session = ort.InferenceSession(
                 str(model), session_options(self.intra_op_threads, self.allow_spinning),
@@ -297,6 +298,25 @@ class OnnxRunner(Runner):
         self.output_names = [o.name for o in self.session.get_outputs()]
         first = self.session.get_inputs()[0].shape
         self._fixed_batch = first[0] if first and isinstance(first[0], int) else None
+
+    def _int8_model(self, fuse: bool) -> Path:
+        """The static (calibrated, ``calibration.static_int8_for``) copy of the file when there
+        is one, else the dynamic copy (``quantize.ort_int8_model``); ``int8_kind`` says which."""
+        from vit_perception.runtime.calibration import int8_info, static_int8_for
+        from vit_perception.runtime.quantize import ort_int8_model
+
+        static = static_int8_for(self.path)
+        if static is not None:
+            info = int8_info(static) or {}
+            self.int8_kind = (f"static, calibrated with {info.get('method')} on "
+                              f"{info.get('frames')} frames of {', '.join(info.get('bags', []))}")
+            model = static
+        else:
+            model = ort_int8_model(ort_cpu_model(self.path) if fuse else self.path, self.path,
+                                   self.int8_reduce_range)
+            self.int8_kind = f"dynamic, {'7' if '-r7.' in model.name else '8'}-bit weights"
+        log.info("onnxruntime int8 (%s): %s", self.int8_kind, model)
+        return model
 
     def _deactivate(self) -> None:
         self.session = None
