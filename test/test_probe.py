@@ -147,3 +147,19 @@ def test_probe_command_bad_input_is_one_clear_line(photo_bag, tmp_path, capsys):
     assert main(["probe", "--backbone", "vit_tiny_detr", "--bag", str(photo_bag),
                  "--labels-topic", "/nothing", "--no-progress"]) == 2
     assert "/nothing" in capsys.readouterr().err
+
+
+def test_probe_counts_test_objects_of_classes_missing_from_train():
+    from vit_perception.data.bags import Frame
+    from vit_perception.evaluation.probe import probe_frames
+    from vit_perception.models.vit import ViTBackbone
+
+    net = ViTBackbone(input_size=(64, 48), patch_size=16, embed_dim=32, depth=1, num_heads=2)
+    img = np.full((48, 64, 3), 90, np.uint8)
+    box = np.array([[8.0, 8.0, 40.0, 40.0]])
+    frames = [Frame(i, i, "f", img, box, ["a" if i < 2 else "b"],
+                    np.array([0 if i < 2 else 1])) for i in range(4)]
+    result = probe_frames(net, frames, ["a", "b"], (64, 48), None, None, keep=[0, 3])
+    assert (result.train_objects, result.test_objects, result.unseen_test_objects) == (2, 2, 2)
+    assert result.knn_accuracy == 0.0  # class b never seen: nothing can be right
+    assert [s.index for s in result.samples] == [0, 3]

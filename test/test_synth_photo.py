@@ -111,3 +111,22 @@ def test_class_names_by_style(style):
     from vit_perception.data.synth import class_names
 
     assert len(class_names(3, style)) == 3
+
+
+def test_scene_length_option(tmp_path, capsys):
+    from vit_perception.data.synth import write_synthetic_bag
+
+    def first_frames(style, scene_length):
+        out = tmp_path / f"{style}_{scene_length}"
+        write_synthetic_bag(out, frames=3, seed=5, size=(96, 64), num_classes=3, style=style,
+                            scene_length=scene_length)
+        return [f.image.astype(int) for f in read_frames(out, classes=out / "classes.txt")]
+
+    for style in ("lab", "photo"):
+        same = first_frames(style, (3, 3))  # one scene: the background pans slowly
+        cuts = first_frames(style, (1, 1))  # a new scene every frame
+        assert np.abs(same[1] - same[0]).mean() < np.abs(cuts[1] - cuts[0]).mean()
+    with pytest.raises(ValueError, match="scene length"):
+        write_synthetic_bag(tmp_path / "bad", frames=1, scene_length=(0, 2))
+    assert main(["synth", str(tmp_path / "cli"), "--style", "photo", "--frames", "2", "--size",
+                 "96x64", "--scene-length", "1-2"]) == 0

@@ -124,6 +124,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"backbone {args.backbone} ({cfg.get('name')}) on {bag}: {result.frames} frames, "
           f"{result.objects} objects ({result.train_objects} train / {result.test_objects} test "
           f"by frame), {len(set(result.classes))} classes")
+    if result.unseen_test_objects:
+        print(f"note: {result.unseen_test_objects} of {result.test_objects} test objects are of "
+              "a class no train object has (no classifier can get them right): scenes longer "
+              "than the bag's halves? Probe a longer bag or change --test-fraction")
     print(f"knn_accuracy {metrics['knn_accuracy']:.3f}  (cosine k-NN, k=20)")
     print(f"linear_accuracy {metrics['linear_accuracy']:.3f}  (logistic regression)")
     print(f"attention_in_box {metrics['attention_in_box']:.3f}  (boxes cover "

@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="JPEG sensor_msgs/CompressedImage instead of rgb8 Image")
     parser.add_argument("--objects-per-frame", type=_range, default=(1, 4), metavar="MIN-MAX",
                         help="objects per scene (1-4)")
+    parser.add_argument("--scene-length", type=_range, default=None, metavar="MIN-MAX",
+                        help="frames per scene (lab 60-120, photo 5-20): shorter scenes give "
+                        "more distinct backgrounds and objects per frame")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         args.out_bag, frames=args.frames, seed=args.seed, size=args.size,
         storage=args.storage, num_classes=args.classes, compressed=args.compressed,
         objects_per_frame=args.objects_per_frame, style=args.style,
+        scene_length=args.scene_length,
     )
     w, h = args.size
     print(f"wrote {path}: {args.frames} frames {w}x{h} ({args.style} style, {args.storage}"

@@ -323,22 +323,29 @@ def write_synthetic_bag(
     image_topic: str = "/camera/image_raw",
     labels_topic: str = "/labels",
     style: str = "lab",
+    scene_length: tuple[int, int] | None = None,
 ) -> Path:
     """Write a synthetic bag to `out` (a new directory); returns its path.
 
     `size` is (width, height). Also writes `out/classes.txt` (sorted class names). `style`:
     "lab" (coloured objects, `SyntheticScene`) or "photo" (marks that differ only in shape on
-    photographs and textures, `synth_photo.PhotoScene`).
+    photographs and textures, `synth_photo.PhotoScene`). `scene_length`: (min, max) frames of
+    one scene, both included (default: the style's, 60-120 lab, 5-20 photo).
     """
     from vit_perception.data.bag_writer import BagWriter
 
     out = Path(out)
     width, height = size
     scene: SyntheticScene | PhotoScene
+    if scene_length is not None and not 1 <= scene_length[0] <= scene_length[1]:
+        raise ValueError(f"scene length must be 1 <= MIN <= MAX frames, got {scene_length}")
     if style == "lab":
-        scene = SyntheticScene(width, height, num_classes, seed, objects_per_frame)
+        scene = SyntheticScene(width, height, num_classes, seed, objects_per_frame,
+                               *([(scene_length[0], scene_length[1] + 1)] if scene_length
+                                 else []))
     elif style == "photo":
-        scene = PhotoScene(width, height, num_classes, seed, objects_per_frame)
+        scene = PhotoScene(width, height, num_classes, seed, objects_per_frame,
+                           *([scene_length] if scene_length else []))
     else:
         raise ValueError(f"unknown synth style {style!r} (expected one of {', '.join(STYLES)})")
     names = scene.names

@@ -269,7 +269,7 @@ class PhotoScene:
 
     def __init__(self, width: int = 640, height: int = 480, num_classes: int = 10, seed: int = 0,
                  objects_per_frame: tuple[int, int] = (1, 4), scene_length: tuple[int, int] =
-                 (8, 30), distractors: tuple[int, int] = (0, 3)):
+                 (5, 20), distractors: tuple[int, int] = (0, 3)):
         self.w, self.h = width, height
         self.names = photo_class_names(num_classes)
         self.rng = np.random.default_rng(seed)

@@ -168,6 +168,7 @@ class ProbeResult:
     test_objects: int
     frames: int
     classes: list[str]
+    unseen_test_objects: int = 0  # test objects of a class with no train object
     samples: list[ProbeSample] = field(default_factory=list, repr=False)
 
     def metrics(self) -> dict[str, float]:
@@ -194,7 +195,11 @@ class FeatureCollector:
                  keep: Iterable[int] = ()):
         self.backbone = backbone.eval().to(device)
         self.input_size = input_size
-        self.mean, self.std, self.device = mean, std, device
+        from vit_perception.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+        self.mean = tuple(mean) if mean is not None else IMAGENET_MEAN
+        self.std = tuple(std) if std is not None else IMAGENET_STD
+        self.device = device
         self.batch_size = max(1, int(batch_size))
         self.keep = set(keep)
         self.feats: list[Tensor] = []
@@ -261,8 +266,9 @@ class FeatureCollector:
             attention_in_box=float(np.mean(self.attention)),
             box_area_fraction=float(np.mean(self.coverage)),
             objects=len(x), train_objects=int(train.sum()), test_objects=int(test.sum()),
-            frames=self.frames, classes=classes, samples=sorted(self.samples,
-                                                               key=lambda s: s.index))
+            frames=self.frames, classes=classes,
+            unseen_test_objects=int((~torch.isin(y[te], y[tr])).sum()),
+            samples=sorted(self.samples, key=lambda s: s.index))
 
 
 def _denormalise(x: Tensor, mean, std) -> np.ndarray:
