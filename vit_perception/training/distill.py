@@ -88,20 +88,21 @@ class DistillTrainer(DetectionTrainer):
 
     # ------------------------------------------------------------------ set-up
     def prepare_config(self, cfg: dict) -> dict:
+        from vit_perception.errors import UsageError
         from vit_perception.models.checkpoint import read_checkpoint
         from vit_perception.training.distill_options import distill_options
 
         opts = distill_options(cfg)
         path = self.teacher_path or opts.get("teacher")
         if not path:
-            raise ValueError("no teacher checkpoint given (--teacher)")
+            raise UsageError("no teacher checkpoint given (--teacher CKPT)")
         opts["teacher"] = str(path)
         classes = list(read_checkpoint(path)["classes"])
         cfg["classes"] = classes
         cfg = super().prepare_config(cfg)
         if list(cfg["classes"]) != classes:
             extra = sorted(set(cfg["classes"]) - set(classes))
-            raise ValueError(f"the bags label classes the teacher {path} does not know: "
+            raise UsageError(f"the bags label classes the teacher {path} does not know: "
                              f"{', '.join(extra)} (teacher classes: {', '.join(classes)})")
         cfg["distill"] = opts
         self.dopts = opts
