@@ -146,7 +146,7 @@ class PretrainTrainer(RunTrainer):
              {"params": no_decay, "weight_decay": 0.0}], lr=float(o["lr"]))
         self.amp = amp_dtype(o["amp"], self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
-        self.net = self.wrap_ddp(self.student, find_unused=True)
+        self.net = self.wrap_ddp(self.student)  # every parameter is used in every step
         self.epoch_stats: dict[str, list[float]] = {}
 
     def build_data(self) -> None:
