@@ -17,6 +17,8 @@ from typing import Any
 from vit_perception.arg_types import non_negative_int, positive_int
 
 STAGES = ("preprocess", "infer", "postprocess")
+# onnxruntime int8 variants compared in one run (plain int8: static when calibrated, else dynamic)
+INT8_VARIANTS = {"int8-static": True, "int8-dynamic": False}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", nargs="+", default=["torch", "onnxruntime"],
                         help="backends to compare (torch onnxruntime tensorrt), each optionally "
                              "with its own precision: onnxruntime:int8 torch:bf16")
+    parser.add_argument("--onnx", help="the .onnx file the onnxruntime backends run (default: "
+                        "--model exported); its calibrated <stem>.int8.onnx is the static int8")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
                         help="fp16/bf16: torch, tensorrt; int8: onnxruntime on the CPU")
@@ -153,13 +157,14 @@ def bench_visuals(prediction: Any, frame: Any, iters: int) -> dict[str, dict[str
 
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:
-    head = f"{'backend':<18}" + "".join(
+    width = max([18, *(len(n) + 2 for n in results)])
+    head = f"{'backend':<{width}}" + "".join(
         f"{s + ' med/p90/p99 ms':>30}" for s in STAGES) + f"{'fps':>8}"
     lines = [head, "-" * len(head)]
     for name, r in results.items():
         cells = "".join(
             f"{r[s]['median']:>12.2f}{r[s]['p90']:>9.2f}{r[s]['p99']:>9.2f}" for s in STAGES)
-        lines.append(f"{name:<18}{cells}{r['fps']:>8.1f}")
+        lines.append(f"{name:<{width}}{cells}{r['fps']:>8.1f}")
     names = list(results)
     if len(names) > 1:
         ref = names[0]
@@ -188,24 +193,31 @@ def run(args: argparse.Namespace) -> int:
     visuals: dict[str, dict[str, float]] | None = None
     for spec in args.backend:
         backend, _, precision = spec.partition(":")
-        precision = precision or args.precision
+        precision = variant = precision or args.precision
         options: dict[str, Any] = torch_runner_options(args, backend)
-        if backend in ("onnxruntime", "onnx", "ort"):
-            options["intra_op_threads"] = threads
+        if backend in ("torch", "onnxruntime", "onnx", "ort"):
+            options["threads"] = threads
+        if precision in INT8_VARIANTS:  # onnxruntime:int8-static / int8-dynamic
+            options["int8_calibrated"] = INT8_VARIANTS[precision]
+            precision = "int8"
+        source = args.onnx if args.onnx and backend in ("onnxruntime", "onnx", "ort") else model
         graphs = options.get("cuda_graphs", str(args.device).startswith("cuda"))
         label = backend + ("+compile" if options.get("compile") else "") + \
             ("+graphs" if backend == "torch" and graphs else "") + \
-            (f":{precision}" if precision != args.precision else "")
+            (f":{variant}" if variant != args.precision else "")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 predictor = Predictor.load(
-                    model, backend=backend, device=args.device, precision=precision,
+                    source, backend=backend, device=args.device, precision=precision,
                     input_size=args.size, score_threshold=0.5, cache_dir=args.cache_dir,
                     **options)
         except RunnerError as exc:
             print(f"{spec}: skipped: {exc}", file=sys.stderr)
             continue
+        kind = getattr(predictor.runner, "int8_kind", "")
+        if kind:
+            print(f"{label}: int8 {kind}")
         if frames is None:
             fw, fh = args.frame_size or predictor.input_size
             frames = [natural_frame(fw, fh, seed=i) for i in range(args.batch)]

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 
 from vit_perception.runtime.base import Runner, RunnerError
+from vit_perception.runtime.threads import default_threads
+from vit_perception.runtime.threads import physical_cores as physical_cores  # where bench looks
 
 log = logging.getLogger(__name__)
 
@@ -25,26 +27,9 @@ PROVIDERS = {
 }
 
 
-def physical_cores() -> int:
-    """Physical CPU cores (hyper-threads share a core's FP units, so they rarely help GEMMs)."""
-    try:
-        cores = set()
-        phys = core = None
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("physical id"):
-                phys = line.split(":")[1].strip()
-            elif line.startswith("core id"):
-                core = line.split(":")[1].strip()
-                cores.add((phys, core))
-        n = len(cores)
-    except OSError:
-        n = 0
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(n or usable or 1, usable or 1))
-
-
 def session_options(intra_op_threads: int | None = None, allow_spinning: bool = False) -> Any:
-    """Session options tuned for CPU inference: all graph optimisations, one thread per core.
+    """Session options tuned for CPU inference: all graph optimisations, ``intra_op_threads``
+    threads (default ``threads.default_threads()``: a core left to the camera driver).
 
     Spinning is off by default: ORT's idle workers otherwise busy-wait after every run and take
     the cores from the torch pre/post-processing that follows (measured: preprocess 10x slower).
@@ -55,7 +40,7 @@ def session_options(intra_op_threads: int | None = None, allow_spinning: bool = 
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.intra_op_num_threads = intra_op_threads or physical_cores()
+    opts.intra_op_num_threads = intra_op_threads or default_threads()
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     return opts
@@ -208,10 +193,14 @@ class OnnxRunner(Runner):
     ``PROVIDERS`` or full names). On CUDA, inputs and outputs stay on the GPU through IOBinding
     (``io_binding=True``, the default there); on CPU outputs are wrapped without a copy.
     ``fuse_attention`` (default: on for CPU-only providers) runs a copy of the file with the ViT
-    attention fused into ONNX Runtime's ``Attention`` op (``ort_cpu_model``); ``precision``
-    ``int8`` runs a copy with int8 weights (``quantize.ort_int8_model``, CPU only; 7-bit
-    weights unless the CPU has VNNI/AMX, ``int8_reduce_range`` overrides). The file itself is
-    never changed.
+    attention fused into ONNX Runtime's ``Attention`` op (``ort_cpu_model``). ``threads`` (or
+    its older name ``intra_op_threads``): intra-op threads, default ``default_threads()`` (all
+    physical cores but one); idle workers do not spin (``allow_spinning``). ``precision``
+    ``int8`` (CPU only) runs the calibrated static copy ``<stem>.int8.onnx`` made from this file
+    by ``export --int8-calibrate`` (``calibration.static_int8_for``) when there is one, else a
+    dynamic copy with int8 weights (``quantize.ort_int8_model``; 7-bit weights unless the CPU
+    has VNNI/AMX, ``int8_reduce_range`` overrides); ``int8_calibrated`` True/False insists on
+    one of the two; ``int8_kind`` says which ran. The file itself is never changed.
     """
 
     name = "onnxruntime"
@@ -228,6 +217,8 @@ class OnnxRunner(Runner):
         fuse_attention: bool | None = None,
         precision: str = "fp32",
         int8_reduce_range: bool | None = None,
+        threads: int | None = None,
+        int8_calibrated: bool | None = None,
     ) -> None:
         super().__init__()
         if precision not in ("fp32", "int8"):
@@ -235,13 +226,16 @@ class OnnxRunner(Runner):
                               "(the exported graph is fp32; use tensorrt or torch for fp16/bf16)")
         self.precision = precision
         self.int8_reduce_range = int8_reduce_range
+        self.int8_calibrated = int8_calibrated
         self.path = Path(path)
         if not self.path.is_file():
             raise RunnerError(f"onnxruntime: model file not found: {self.path}")
         self._device = torch.device(device)
         self._providers = [PROVIDERS.get(p, p) for p in providers] if providers else None
         self.io_binding = self._device.type == "cuda" if io_binding is None else io_binding
-        self.intra_op_threads = intra_op_threads
+        if threads is not None and int(threads) < 0:
+            raise RunnerError(f"onnxruntime: threads must be 0 (default) or more, not {threads}")
+        self.intra_op_threads = int(threads or intra_op_threads or 0) or default_threads()
         self.provider_options = provider_options or {}
         self.allow_spinning = allow_spinning
         self.fuse_attention = fuse_attention
@@ -292,6 +286,8 @@ class OnnxRunner(Runner):
                 str(model), session_options(self.intra_op_threads, self.allow_spinning),
                 providers=providers, provider_options=opts,
             )
+        except RunnerError:
+            raise
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
             raise RunnerError(f"onnxruntime: cannot load {self.path}: {exc}") from exc
         self.input_names = [i.name for i in self.session.get_inputs()]
@@ -305,7 +301,10 @@ class OnnxRunner(Runner):
         from vit_perception.runtime.calibration import int8_info, static_int8_for
         from vit_perception.runtime.quantize import ort_int8_model
 
-        static = static_int8_for(self.path)
+        static = static_int8_for(self.path) if self.int8_calibrated is not False else None
+        if static is None and self.int8_calibrated:
+            raise RunnerError(f"onnxruntime: no calibrated int8 copy of {self.path} (make one "
+                              "with `vit-perception export --int8-calibrate BAG`)")
         if static is not None:
             info = int8_info(static) or {}
             self.int8_kind = (f"static, calibrated with {info.get('method')} on "

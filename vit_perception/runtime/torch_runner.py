@@ -21,6 +21,7 @@ from torch import nn
 from vit_perception.runtime import OUTPUT_NAMES
 from vit_perception.runtime.base import Runner, RunnerError
 from vit_perception.runtime.graph_cache import GraphCache, graph_key
+from vit_perception.runtime.threads import default_threads
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CASTS = ("autocast", "half")
@@ -67,7 +68,9 @@ class TorchRunner(Runner):
     ``graph_cache_size`` shapes are held (least recently used evicted). Outputs are cloned out of
     the graph's memory, so they stay valid after the next call.
 
-    ``threads``: torch's CPU threads for the process (``None``/0: leave torch's choice).
+    ``threads``: torch's CPU threads, set on activate (on the thread that activates, which
+    should be the one that infers) and restored on deactivate; ``None``: on the CPU
+    ``threads.default_threads()`` (all physical cores but one); 0: leave torch's choice.
 
     ``compile``: wrap the model in ``torch.compile`` (inductor). The first forward of each input
     shape compiles, which takes tens of seconds to minutes; the FX graphs and Triton kernels are
@@ -107,7 +110,8 @@ class TorchRunner(Runner):
                               "(leave cuda_graphs unset to get them on CUDA only)")
         if threads is not None and int(threads) < 0:
             raise RunnerError(f"torch: threads must be 0 (torch's choice) or more, not {threads}")
-        self.threads = int(threads or 0)
+        self.threads = None if threads is None else int(threads)
+        self._threads_before: int | None = None
         self.precision = precision
         self.cast = cast
         self.compile = bool(compile)
@@ -128,8 +132,12 @@ class TorchRunner(Runner):
         return torch.float32
 
     def _activate(self) -> None:
-        if self.threads:
-            torch.set_num_threads(self.threads)  # one intra-op pool per process
+        threads = self.threads
+        if threads is None and self._device.type == "cpu":
+            threads = default_threads()  # a core left to the camera driver
+        if threads:  # on the calling thread: OpenMP keeps the count per thread
+            self._threads_before = torch.get_num_threads()
+            torch.set_num_threads(threads)
         model = self.model.eval().to(self._device)
         if self.precision != "fp32" and self.cast == "half":
             model = model.to(PRECISIONS[self.precision])
@@ -144,6 +152,9 @@ class TorchRunner(Runner):
     def _deactivate(self) -> None:
         self._forward = None
         self.graphs.clear()
+        if self._threads_before is not None:
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
         if self._device.type == "cuda":
             torch.cuda.empty_cache()
 
