@@ -5,13 +5,14 @@ frame on one camera leaves the other alone."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from vit_perception.node_stats import SlotClosed
-from vit_perception.ros.camera_slots import CameraSlots, camera_names
+from vit_perception.node_stats import NodeStats
+from vit_perception.ros.camera_slots import CameraSlots, SlotClosed, camera_names
 
 
 def test_slots_batch_one_newest_frame_per_camera():
@@ -40,6 +41,89 @@ def test_slots_batch_one_newest_frame_per_camera():
         slots.take(timeout=0)
     with pytest.raises(SlotClosed):
         slots.put("front", 8)
+
+
+def test_slot_close_wakes_a_blocked_take_and_keeps_a_waiting_frame():
+    slots = CameraSlots(["cam"])
+    slots.put("cam", 1)
+    slots.close()
+    assert slots.take() == [("cam", 1)]  # a waiting frame survives close
+    result = []
+
+    def consumer():
+        try:
+            slots.take()
+        except SlotClosed:
+            result.append("closed")
+
+    slots = CameraSlots(["cam"])
+    thread = threading.Thread(target=consumer)
+    thread.start()
+    time.sleep(0.05)
+    slots.close()
+    thread.join(timeout=2)
+    assert result == ["closed"]
+
+
+def test_slots_threads_lose_nothing_and_never_block_the_producer():
+    """Every frame of every camera is either taken or counted as dropped, exactly once, and in
+    order per camera."""
+    slots = CameraSlots(["a", "b"])
+    stats = NodeStats()
+    taken: dict[str, list[int]] = {"a": [], "b": []}
+    n = 10000
+
+    def consumer():
+        while True:
+            try:
+                batch = slots.take(timeout=1.0)
+            except SlotClosed:
+                return
+            for cam, item in batch:
+                taken[cam].append(item)
+            time.sleep(0.0001 if len(batch) % 2 else 0)  # "inference" slower than input
+
+    worker = threading.Thread(target=consumer)
+    worker.start()
+    for i in range(n):
+        for cam in ("a", "b"):
+            stats.on_input()
+            if slots.put(cam, i):
+                stats.on_dropped()
+    slots.close()
+    worker.join(timeout=5)
+    assert not worker.is_alive()
+    assert stats.dropped == sum(slots.dropped.values()) > 0
+    for cam in ("a", "b"):
+        got = taken[cam]
+        assert len(got) + slots.dropped[cam] == n
+        assert got == sorted(got) and len(set(got)) == len(got)
+        assert got[-1] == n - 1  # the newest frame is always processed
+
+
+def test_put_returns_while_the_consumer_is_stuck_in_inference():
+    """A stalled worker never stalls a subscription callback: puts keep returning and are
+    counted as drops, and each camera's newest frame is what the worker takes next."""
+    slots = CameraSlots(["a", "b"])
+    stuck, release, taken = threading.Event(), threading.Event(), []
+
+    def consumer():
+        taken.append(slots.take(timeout=5))
+        stuck.set()
+        release.wait(timeout=10)  # "inference" that does not end until released
+        taken.append(slots.take(timeout=5))
+
+    worker = threading.Thread(target=consumer)
+    worker.start()
+    slots.put("a", 0)
+    assert stuck.wait(timeout=5)
+    for i in range(1, 1001):
+        slots.put("a", i)
+        slots.put("b", -i)
+    assert slots.dropped == {"a": 999, "b": 999} and worker.is_alive()
+    release.set()
+    worker.join(timeout=5)
+    assert taken == [[("a", 0)], [("a", 1000), ("b", -1000)]]
 
 
 def test_camera_names_from_topics():

@@ -1,13 +1,10 @@
-"""node_stats: rates with an injected clock, drops, latency, throttled logging, the frame slot."""
+"""node_stats: rates with an injected clock, drops, latency, throttled logging."""
 
 from __future__ import annotations
 
-import threading
-import time
-
 import pytest
 
-from vit_perception.node_stats import LatestFrameSlot, LogOnce, NodeStats, SlotClosed
+from vit_perception.node_stats import LogOnce, NodeStats
 
 
 class FakeClock:
@@ -60,96 +57,6 @@ def test_log_once_throttles_per_kind():
     clock.t = 10.0
     assert throttle.should_log("truncated_data")
     assert throttle.suppressed("truncated_data") == 2
-
-
-def test_slot_newest_wins_and_counts_drops():
-    slot = LatestFrameSlot()
-    assert slot.get(timeout=0.01) is None
-    assert slot.put(1) is False
-    assert slot.put(2) is True  # 1 replaced before it was taken
-    assert slot.put(3) is True
-    assert slot.get(timeout=0) == 3 and slot.dropped == 2
-    assert not slot.pending() and slot.put(4) is False
-    slot.close()
-    assert slot.get() == 4  # a pending item survives close
-    with pytest.raises(SlotClosed):
-        slot.get()
-    with pytest.raises(SlotClosed):
-        slot.put(5)
-
-
-def test_slot_close_wakes_a_blocked_get():
-    slot = LatestFrameSlot()
-    result = []
-
-    def consumer():
-        try:
-            slot.get()
-        except SlotClosed:
-            result.append("closed")
-
-    thread = threading.Thread(target=consumer)
-    thread.start()
-    time.sleep(0.05)
-    slot.close()
-    thread.join(timeout=2)
-    assert result == ["closed"]
-
-
-def test_slot_threads_lose_nothing_and_never_block_the_producer():
-    """Every item is either taken or counted as dropped, exactly once, and in order."""
-    slot = LatestFrameSlot()
-    stats = NodeStats()
-    taken = []
-    n = 20000
-
-    def consumer():
-        while True:
-            try:
-                item = slot.get(timeout=1.0)
-            except SlotClosed:
-                return
-            if item is not None:
-                taken.append(item)
-                time.sleep(0.0001 if item % 7 else 0)  # "inference" slower than input
-
-    worker = threading.Thread(target=consumer)
-    worker.start()
-    for i in range(n):
-        stats.on_input()
-        if slot.put(i):
-            stats.on_dropped()
-    slot.close()
-    worker.join(timeout=5)
-    assert not worker.is_alive()
-    assert len(taken) + slot.dropped == n and stats.dropped == slot.dropped
-    assert taken == sorted(taken) and len(set(taken)) == len(taken)
-    assert taken[-1] == n - 1  # the newest frame is always processed
-    assert slot.dropped > 0
-
-
-def test_put_returns_while_the_consumer_is_stuck_in_inference():
-    """A stalled worker never stalls the subscription callback: puts keep returning and are
-    counted as drops, and the newest frame is the one the worker takes next."""
-    slot = LatestFrameSlot()
-    stuck, release, taken = threading.Event(), threading.Event(), []
-
-    def consumer():
-        taken.append(slot.get(timeout=5))
-        stuck.set()
-        release.wait(timeout=10)  # "inference" that does not end until released
-        taken.append(slot.get(timeout=5))
-
-    worker = threading.Thread(target=consumer)
-    worker.start()
-    slot.put(0)
-    assert stuck.wait(timeout=5)
-    for i in range(1, 1001):
-        slot.put(i)
-    assert slot.dropped == 999 and worker.is_alive()
-    release.set()
-    worker.join(timeout=5)
-    assert taken == [0, 1000]
 
 
 @pytest.mark.parametrize("hz", [0.3, 1.0, 30.0, 200.0])

@@ -1,4 +1,4 @@
-"""Plain-Python bookkeeping for the perception node: rates, drops, latency, errors, mailboxes.
+"""Plain-Python bookkeeping for the perception node: rates, drops, latency, errors.
 
 No rclpy here: the node feeds these with its own clock readings and logger, and publishes
 `NodeStats.summary()` as diagnostic key/values.
@@ -10,9 +10,6 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from typing import Generic, TypeVar
-
-T = TypeVar("T")
 
 
 class _RateWindow:
@@ -164,63 +161,3 @@ class LogOnce:
             return self._suppressed[kind]
 
     __call__ = should_log
-
-
-class SlotClosed(Exception):
-    """`LatestFrameSlot.get` after `close()`."""
-
-
-class LatestFrameSlot(Generic[T]):
-    """A single-slot mailbox where the newest item wins. Thread-safe.
-
-    The subscription callback `put()`s each frame and returns at once; the inference thread
-    `get()`s the newest one. A frame replaced before it was taken is dropped (and reported by
-    `put`), so inference never falls behind into a backlog.
-    """
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._item: T | None = None
-        self._full = False
-        self._closed = False
-        self.dropped = 0
-
-    def put(self, item: T) -> bool:
-        """Store `item`, replacing any pending one; True if a pending item was dropped."""
-        with self._cond:
-            if self._closed:
-                raise SlotClosed("put on a closed LatestFrameSlot")
-            dropped = self._full
-            if dropped:
-                self.dropped += 1
-            self._item, self._full = item, True
-            self._cond.notify()
-            return dropped
-
-    def get(self, timeout: float | None = None) -> T | None:
-        """The pending item, waiting up to `timeout` seconds; None on timeout.
-
-        Raises `SlotClosed` once the slot is closed and empty.
-        """
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._full or self._closed, timeout):
-                return None
-            if not self._full:
-                raise SlotClosed("LatestFrameSlot closed")
-            item, self._item, self._full = self._item, None, False
-            return item
-
-    def close(self) -> None:
-        """Wake every waiting `get`; later `put`s raise `SlotClosed`. A pending item can still
-        be taken."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def pending(self) -> bool:
-        with self._cond:
-            return self._full

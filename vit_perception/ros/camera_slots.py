@@ -16,9 +16,11 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Generic, TypeVar
 
-from vit_perception.node_stats import SlotClosed
-
 T = TypeVar("T")
+
+
+class SlotClosed(Exception):
+    """`CameraSlots.take` or `put` after `close()` (take: once nothing is waiting)."""
 
 # Last topic components that name an image stream rather than a camera.
 _STREAM_NAMES = {"image", "image_raw", "image_rect", "image_rect_color", "image_color",

@@ -15,8 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from vit_perception.node_stats import SlotClosed
-from vit_perception.ros.camera_slots import CameraSlots
+from vit_perception.ros.camera_slots import CameraSlots, SlotClosed
 
 
 class InferenceWorker:

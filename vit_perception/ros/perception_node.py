@@ -32,10 +32,10 @@ from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import VisionInfo
 
 from vit_perception.image_encodings import ImageDecodeError, image_to_array
-from vit_perception.node_stats import LogOnce, NodeStats, SlotClosed
+from vit_perception.node_stats import LogOnce, NodeStats
 from vit_perception.ros import messages, params
 from vit_perception.ros.camera_outputs import CameraOutputs
-from vit_perception.ros.camera_slots import camera_names
+from vit_perception.ros.camera_slots import SlotClosed, camera_names
 from vit_perception.ros.inference_worker import InferenceWorker
 from vit_perception.ros.shutdown import (
     LoadingInterrupted,
