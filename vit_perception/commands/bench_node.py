@@ -4,6 +4,9 @@ Prints end-to-end latency (publish -> detections, median/p90), processed and dro
 node's own overhead outside the model (decode + pre + post + publish) as a fraction of model
 time, DDS transport latency with and without the shipped Fast DDS profile, and the node's memory
 at the start and the end.
+``--busy N`` runs N CPU-burning processes beside the node throughout (stopped at the end, on
+Ctrl-C and on errors; they also end if this process is killed) and records them in the JSON,
+with the threads, OMP_WAIT_POLICY and CPU model the figures were taken with.
 """
 
 from __future__ import annotations
@@ -28,6 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-transport", action="store_true",
                         help="skip the transport latency comparison")
     parser.add_argument("--json", default=None, help="write the figures as JSON here")
+    parser.add_argument("--busy", type=int, default=0, metavar="N",
+                        help="N CPU-burning processes beside the node for the whole run (the "
+                             "other programs of a busy robot computer); always stopped")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="the node's threads parameter (0: the backend's default)")
 
 
 def _frames(n: int, w: int, h: int, rate: float):
@@ -61,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from vit_perception.config import available_configs
+    from vit_perception.cpu_load import CpuBurners
     from vit_perception.ros import replay, transport_bench
+    from vit_perception.runtime.threads import cpu_model, default_threads
 
     w, h = (int(v) for v in args.size.lower().split("x"))
     model = args.model or next(n for n in available_configs() if "tiny" in n)
@@ -72,10 +82,20 @@ def run(args: argparse.Namespace) -> int:
     print(f"perception_node ({model}, {args.backend}/{args.device}/{args.precision}) under "
           f"{n} frames of {w}x{h} at {args.rate:g} Hz from {args.cameras} camera(s); node log "
           f"{log}", flush=True)
-    res = replay.replay(_frames(n, w, h, args.rate),
-                        {"model": model, "backend": args.backend, "device": args.device,
-                         "precision": args.precision, "score_threshold": 0.3},
-                        log, rate_hz=args.rate, memory_every_s=5.0, cameras=args.cameras)
+    if args.busy < 0:
+        raise ValueError(f"--busy {args.busy}: must be 0 or more")
+    params: dict[str, object] = {"model": model, "backend": args.backend, "device": args.device,
+                                 "precision": args.precision, "score_threshold": 0.3}
+    if args.threads:
+        params["threads"] = args.threads
+    with CpuBurners(args.busy) as burners:
+        busy: dict[str, object] = {"processes": args.busy, "pids": burners.pids}
+        if args.busy:
+            print(f"{args.busy} CPU-burning process(es) beside the node: {burners.pids}",
+                  flush=True)
+        res = replay.replay(_frames(n, w, h, args.rate), params, log, rate_hz=args.rate,
+                            memory_every_s=5.0, cameras=args.cameras)
+    busy["stopped"] = not burners.procs
     lat = np.array(list(res.latency_ms.values()) or [np.nan])
     d = res.diagnostics
     figures = {
@@ -90,6 +110,10 @@ def run(args: argparse.Namespace) -> int:
                                  for k in ("decode", "preprocess", "postprocess", "publish")},
         "overhead_fraction": float(d.get("overhead_fraction", "nan")),
         "memory_mb": memory_figures(res.rss_mb),
+        "busy": busy,
+        "threads": args.threads or default_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+        "cpu": cpu_model(),
     }
     if args.cameras > 1:
         figures["frames_per_batch_mean"] = float(d.get("frames_per_batch_mean", "nan"))

@@ -50,3 +50,16 @@ def shared_machine_wait_policy() -> str:
 
 def torch_loaded() -> bool:
     return "torch" in sys.modules
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), to go with every speed figure."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
