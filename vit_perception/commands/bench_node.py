@@ -4,6 +4,7 @@ Prints end-to-end latency (publish -> detections, median/p90), processed and dro
 node's own overhead outside the model (decode + pre + post + publish) as a fraction of model
 time, DDS transport latency with and without the shipped Fast DDS profile, and the node's memory
 at the start and the end.
+
 ``--busy N`` runs N CPU-burning processes beside the node throughout (stopped at the end, on
 Ctrl-C and on errors; they also end if this process is killed) and records them in the JSON,
 with the threads, OMP_WAIT_POLICY and CPU model the figures were taken with.

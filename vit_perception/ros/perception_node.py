@@ -128,6 +128,9 @@ class PerceptionNode(Node):
             f"model {self.model_id} on {s.backend}/{s.device}/{s.precision}, input "
             f"{self.predictor.input_size[0]}x{self.predictor.input_size[1]}, "
             f"{len(self.predictor.class_names)} classes, {len(cameras)} camera(s)")
+        int8_kind = getattr(getattr(self.predictor, "runner", None), "int8_kind", "")
+        if int8_kind:  # onnxruntime int8: static (calibrated on which bags) or dynamic
+            self.get_logger().info(f"int8: {int8_kind}")
         if not self.detector:
             self.get_logger().info("the model has no detector (a backbone): publishing "
                                    "features, features/preview and attention, no detections")
