@@ -257,15 +257,28 @@ def test_init_that_fits_few_tensors_fails_unless_partial(data, tmp_path, capsys)
 
 
 def test_resume_says_which_config_wins(data, tmp_path, capsys):
+    from vit_perception.commands.train import resume_config
+
     run = tmp_path / "run"
     model, _c, _p = build(data.cfg, load_pretrained=False)
     save_checkpoint(run / "last.pt", model, data.cfg, {"trainer": {}})
-    argv = ["train", "--config", "vit_s16_detr", "--train", str(tmp_path / "no_bag"), "--val",
-            str(data.bag), "--out", str(run), "--resume"]
-    assert main(argv) == 1  # stops at the missing bag, after the note
+    cfg = resume_config(run, "vit_s16_detr", {"train": {"epochs": 3}})
+    assert cfg["name"] == "vit_tiny_detr" and cfg["train"]["epochs"] == 3
     err = capsys.readouterr().err
     assert "--config vit_s16_detr is ignored" in err and "run's own config (vit_tiny_detr)" in err
-    assert "no_bag: no such bag" in err
+    resume_config(run, "vit_tiny_detr", {})  # the same config: nothing to say
+    assert capsys.readouterr().err == ""
+
+
+def test_overwrite_deletes_nothing_when_another_check_fails(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(data.ckpt, run / "last.pt")
+    assert main(_train_argv(data, run, "--overwrite", "--set", "train.lrr=1")) == 2
+    assert main(["train", "--train", str(tmp_path / "typo"), "--val", str(data.bag), "--out",
+                 str(run), "--overwrite"]) == 1
+    assert "typo: no such bag" in capsys.readouterr().err
+    assert (run / "last.pt").read_bytes() == data.ckpt.read_bytes()
 
 
 # 5 ------------------------------------------------------------------------------------------

@@ -91,6 +91,24 @@ def _profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def resume_config(out, config: str | None, overrides: dict) -> dict:
+    """The config of the run in ``out`` (its last.pt) with ``overrides``; ``--config`` does not
+    apply to a resumed run, and a note on stderr says so when it names another config."""
+    import sys
+    from pathlib import Path
+
+    from vit_perception.config import deep_merge
+    from vit_perception.training.state import load_resume
+
+    last = Path(out) / "last.pt"
+    run_cfg = load_resume(last)["config"]
+    if config is not None and config != run_cfg.get("name"):
+        print(f"vit-perception train: note: --resume continues {last} with the run's own config "
+              f"({run_cfg.get('name') or 'unnamed'}); --config {config} is ignored (--set, "
+              "--epochs and the other flags apply)", file=sys.stderr)
+    return deep_merge(run_cfg, overrides)
+
+
 def run(args: argparse.Namespace) -> int:
     """Errors (bad bags, checkpoints, config keys) go to the CLI's error boundary (cli.main)."""
     if args.profile is not None:
@@ -98,10 +116,9 @@ def run(args: argparse.Namespace) -> int:
     import json
     import logging
     import os
-    import sys
-    from pathlib import Path
 
-    from vit_perception.config import deep_merge, load_config
+    from vit_perception.config import load_config
+    from vit_perception.data.bag_source import check_bag
     from vit_perception.training.run_dir import claim_run_dir
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -110,17 +127,11 @@ def run(args: argparse.Namespace) -> int:
         from vit_perception.runtime.devices import check_device
 
         check_device(args.device)
-    out = claim_run_dir(args.out, resume=args.resume, overwrite=args.overwrite)
+    for bag in (*args.train, *args.val):  # a typo fails now, not after the model is built
+        check_bag(bag)
     if args.resume:
-        from vit_perception.training.state import load_resume
-
-        run_cfg = load_resume(Path(out) / "last.pt")["config"]
-        if args.config is not None and args.config != run_cfg.get("name"):
-            print(f"vit-perception train: note: --resume continues {out / 'last.pt'} with the "
-                  f"run's own config ({run_cfg.get('name') or 'unnamed'}); --config "
-                  f"{args.config} is ignored (--set, --epochs and the other flags apply)",
-                  file=sys.stderr)
-        cfg = deep_merge(run_cfg, overrides)
+        out = claim_run_dir(args.out, resume=True, overwrite=args.overwrite)
+        cfg = resume_config(out, args.config, overrides)
     else:
         cfg = load_config(args.config or "vit_tiny_detr", overrides)
         if args.init:
@@ -129,10 +140,8 @@ def run(args: argparse.Namespace) -> int:
             summary = check_init(cfg, args.init, partial=args.init_partial)
             if summary:
                 logging.getLogger("vit_perception.train").info(summary)
-    from vit_perception.data.bag_source import check_bag
-
-    for bag in (*args.train, *args.val):  # a typo fails now, not after the model is built
-        check_bag(bag)
+        # last: with --overwrite this deletes the earlier run, so every other check comes first
+        out = claim_run_dir(args.out, overwrite=args.overwrite)
     from vit_perception.training import train
 
     result = train(cfg, args.train, args.val, out, image_topic=args.image_topic,
