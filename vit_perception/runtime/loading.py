@@ -92,8 +92,11 @@ def export_cached(
     path = (cache_dir or default_cache_dir()) / "onnx" / name
     if not path.is_file():
         tmp = path.with_suffix(f".tmp{os.getpid()}.onnx")
-        export_onnx(net, tmp, (w, h), opset=opset, metadata=meta)
-        os.replace(tmp, path)
+        try:
+            export_onnx(net, tmp, (w, h), opset=opset, metadata=meta)
+            os.replace(tmp, path)
+        finally:  # a failed or interrupted export leaves no partial file in the cache
+            tmp.unlink(missing_ok=True)
     return path, meta
 
 
