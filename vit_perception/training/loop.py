@@ -142,7 +142,8 @@ class DetectionTrainer(RunTrainer):
         self.loader = torch.utils.data.DataLoader(
             dataset, batch_size=int(o["batch_size"]), sampler=self.sampler, num_workers=workers,
             collate_fn=collate, pin_memory=self.device.type == "cuda",
-            persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
+            persistent_workers=workers > 0 and bool(o.get("persistent_workers", True)),
+            prefetch_factor=4 if workers > 0 else None)
         self.steps_per_epoch = math.ceil(self.sampler.per_rank() / int(o["batch_size"]))
 
     def load_train_frames(self, cache_dir: Path) -> list:

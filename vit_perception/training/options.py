@@ -13,6 +13,7 @@ TRAIN_DEFAULTS: dict = {
     "epochs": 60,
     "batch_size": 8,  # per process (under torchrun the global batch is world_size times this)
     "workers": 0,
+    "persistent_workers": True,  # loader workers kept across epochs (False: restarted each)
     "lr": 2.0e-4,  # head (and everything not in the backbone)
     # backbone lr = lr * backbone_lr_mult; None: 0.1 from pretrained weights (--init or
     # model.backbone.pretrained), 1.0 from random weights (a random backbone must learn fast)
