@@ -206,3 +206,18 @@ def test_threads_option(tiny):
     assert TorchRunner(tiny, threads=0).threads == 0
     with pytest.raises(RunnerError, match="threads"):
         TorchRunner(tiny, threads=-1)
+
+
+def test_predictor_warmup_captures_each_batch_size(monkeypatch):
+    """``Predictor.warmup`` runs every batch size once: on CUDA that is one capture each."""
+    from vit_perception.runtime.predictor import Predictor
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pred = Predictor.load("vit_tiny_detr", input_size=(W, H))
+    seen: list[int] = []
+    infer = pred.runner.infer
+    monkeypatch.setattr(pred.runner, "infer", lambda x: seen.append(len(x["images"])) or infer(x))
+    pred.warmup((1, 3), frame_size=(64, 48))
+    assert seen == [1, 3]
+    pred.close()

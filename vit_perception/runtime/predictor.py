@@ -146,6 +146,15 @@ class Predictor:
         runner.activate()
         return predictor
 
+    def warmup(self, batch_sizes: Sequence[int] = (1,),
+               frame_size: tuple[int, int] | None = None) -> None:
+        """Run blank frames (``frame_size`` w, h; default the input size) once per batch size,
+        so first-call work (CUDA graph capture per batch size, torch.compile, autotuning) is
+        done before the first real frame (e.g. 1..N for a node batching N cameras)."""
+        w, h = frame_size or self.input_size
+        for n in batch_sizes:
+            self.predict_batch([np.zeros((h, w, 3), np.uint8)] * int(n))
+
     def close(self) -> None:
         self.runner.deactivate()
 
