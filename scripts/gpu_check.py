@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import sys
 import time
@@ -71,6 +72,7 @@ class Check:
             self.skipped.append(name)
             print(f"  {name}: skipped (time budget: {self.left():.0f} s left)", flush=True)
             return None
+        signal.alarm(max(1, int(self.left())))  # no job runs past the budget
         try:
             value = job()
         except Exception as exc:  # noqa: BLE001 - every failure is reported, the rest goes on
@@ -79,6 +81,8 @@ class Check:
             if self.args.debug:
                 traceback.print_exc()
             return None
+        finally:
+            signal.alarm(0)
         self.results[name] = value
         return value
 
@@ -210,11 +214,11 @@ class Check:
             overrides["input"] = {"width": self.size[0], "height": self.size[1]}
         cfg = load_config(config, overrides)
         frames = (8, 4, self.frame_size) if quick else (256, 32, self.frame_size)
-        steps = 3 if quick else 40
+        steps = 3 if quick else 100
         print(f"{config} training ratio (batch {train['batch_size']}, {frames[0]} synthetic "
               f"{frames[2][0]}x{frames[2][1]} frames, {frames[1]} validation frames, "
               f"workers {train['workers']}):", flush=True)
-        r = self.run(f"{config} training ratio", 60 if not quick else 5,
+        r = self.run(f"{config} training ratio", 90 if not quick else 5,
                      lambda: profile_training(cfg, device=str(self.device), steps=steps,
                                               warmup=2 if quick else 5, synthetic=frames))
         if r:
@@ -295,6 +299,28 @@ def main() -> int:
     block(args.block)
     environment(args.device)
     check = Check(args)
+
+    def out_of_time(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"over the {args.budget_s:.0f} s budget")
+
+    signal.signal(signal.SIGALRM, out_of_time)
+    try:
+        figures(check, args)
+    except KeyboardInterrupt:  # the shell's hard limit: still say what was measured
+        print("gpu_check: interrupted", file=sys.stderr)
+        check.failures.append("interrupted")
+    check.goals()
+    if args.json:
+        Path(args.json).write_text(json.dumps(check.results, indent=1, default=str))
+    print(f"gpu_check: {time.perf_counter() - check.t0:.0f} s, {len(check.results)} figures, "
+          f"{len(check.skipped)} skipped, {len(check.failures)} failed")
+    for failure in check.failures:
+        print(f"FAILED {failure}", file=sys.stderr)
+    return 1 if check.failures else 0
+
+
+def figures(check: Check, args: argparse.Namespace) -> None:
+    """Most important first: what does not fit the budget is skipped."""
     main_config = "vit_tiny_detr" if args.quick else MAIN
     names = [n for n in VARIANTS if "graphs" in n or "eager" in n and n[:4] in ("fp32", "bf16")]
     check.config_variants(main_config, names if args.quick else list(VARIANTS), batch8=True)
@@ -306,14 +332,6 @@ def main() -> int:
         print(f"{main_config}, torch.compile (the first call compiles; the inductor cache "
               "under the engine cache keeps the result for the next process):")
         check.compile_variant(main_config)
-    check.goals()
-    if args.json:
-        Path(args.json).write_text(json.dumps(check.results, indent=1, default=str))
-    print(f"gpu_check: {time.perf_counter() - check.t0:.0f} s, {len(check.results)} figures, "
-          f"{len(check.skipped)} skipped, {len(check.failures)} failed")
-    for failure in check.failures:
-        print(f"FAILED {failure}", file=sys.stderr)
-    return 1 if check.failures else 0
 
 
 if __name__ == "__main__":
