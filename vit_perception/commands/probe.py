@@ -76,7 +76,6 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     import numpy as np
-    import torch
 
     from vit_perception.data.bags import BagError, read_frames
     from vit_perception.evaluation.probe import probe_frames
@@ -106,7 +105,6 @@ def run(args: argparse.Namespace) -> int:
 
             bar = tqdm(total=total, unit="frame", desc="probe", leave=False)
         inp = cfg["input"]
-        torch.set_grad_enabled(False)
         try:
             result = probe_frames(
                 backbone, frames, list(frames.classes),
