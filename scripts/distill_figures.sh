@@ -5,19 +5,25 @@
 #   AP50/AP of all four on a held-out bag; bench latency of teacher and student.
 # Usage (from the repository root, after `source env.sh`):
 #   scripts/distill_figures.sh [OUT]       # OUT defaults to runs/distill_figures
-# Environment: FRAMES (labelled frames, 300), TEACHER_MIN (60), STUDENT_MIN (20), STYLE (photo
-# when `synth --style` exists, else the plain style), EXTRA_SYNTH (more synth flags).
+# Environment: FRAMES (labelled frames, 300), TEACHER_MIN (60), STUDENT_MIN (20), STYLE (synth
+# style: photo (default) or lab), EXTRA_SYNTH (more synth flags), VAL_FRAMES
+# (100), TEST_FRAMES (200), BENCH_ITERS (50).
 # Steps whose output exists are skipped, so a stopped run continues.
 set -euo pipefail
 OUT="${1:-runs/distill_figures}"
 FRAMES="${FRAMES:-300}"
 TEACHER_MIN="${TEACHER_MIN:-60}"
 STUDENT_MIN="${STUDENT_MIN:-20}"
-if [[ -z "${STYLE:-}" ]]; then
-  if vit-perception synth --help | grep -q -- "--style"; then STYLE=photo; else STYLE=plain; fi
-fi
+VAL_FRAMES="${VAL_FRAMES:-100}"
+TEST_FRAMES="${TEST_FRAMES:-200}"
+BENCH_ITERS="${BENCH_ITERS:-50}"
 SYNTH=(--size 320x240)
-[[ "$STYLE" != plain ]] && SYNTH+=(--style "$STYLE")
+if vit-perception synth --help | grep -q -- "--style"; then
+  STYLE="${STYLE:-photo}"
+  SYNTH+=(--style "$STYLE")
+else
+  STYLE=lab  # the only style before `synth --style photo`
+fi
 # shellcheck disable=SC2206
 SYNTH+=(${EXTRA_SYNTH:-})
 B="$OUT/bags"
@@ -28,56 +34,55 @@ log() { printf '[distill_figures %5ds] %s\n' "$((SECONDS - t0))" "$*"; }
 bag() {  # bag NAME FRAMES SEED
   [[ -d "$B/$1" ]] || vit-perception synth "$B/$1" --frames "$2" --seed "$3" "${SYNTH[@]}"
 }
-log "bags (style $STYLE): train $FRAMES, unlabelled $((4 * FRAMES)), val 100, test 200 frames"
+log "bags ($STYLE style, 320x240): train $FRAMES, unlabelled $((4 * FRAMES)), val $VAL_FRAMES, \
+test $TEST_FRAMES frames"
 bag train "$FRAMES" 131
 bag unlabelled "$((4 * FRAMES))" 132
-bag val 100 133
-bag test 200 134
+bag val "$VAL_FRAMES" 133
+bag test "$TEST_FRAMES" 134
 
-if [[ ! -f "$OUT/teacher/best.pt" ]]; then
-  log "teacher: vit_s16_detr at 320x240, $TEACHER_MIN min"
-  vit-perception train --config vit_s16_detr --set input.width=320 --set input.height=240 \
-    --train "$B/train" --val "$B/val" --out "$OUT/teacher" --time-budget "$TEACHER_MIN" \
-    --no-progress
-fi
-if [[ ! -f "$OUT/labels_only/best.pt" ]]; then
-  log "student on labels alone: vit_tiny_detr, $STUDENT_MIN min"
-  vit-perception train --config vit_tiny_detr --train "$B/train" --val "$B/val" \
-    --out "$OUT/labels_only" --time-budget "$STUDENT_MIN" --no-progress
-fi
-if [[ ! -f "$OUT/distilled/best.pt" ]]; then
-  log "student distilled with labels: $STUDENT_MIN min"
-  vit-perception distill --teacher "$OUT/teacher/best.pt" --student-config vit_tiny_detr \
-    --train "$B/train" --val "$B/val" --out "$OUT/distilled" --time-budget "$STUDENT_MIN" \
-    --no-progress
-fi
-if [[ ! -f "$OUT/distilled_unlabelled/best.pt" ]]; then
-  log "student distilled with labels + the unlabelled bag: $STUDENT_MIN min"
-  vit-perception distill --teacher "$OUT/teacher/best.pt" --student-config vit_tiny_detr \
-    --train "$B/train" --unlabelled "$B/unlabelled" --val "$B/val" \
-    --out "$OUT/distilled_unlabelled" --time-budget "$STUDENT_MIN" --no-progress
-fi
+run() {  # run NAME COMMAND ARGS...: trains into $OUT/NAME once; an interrupted run continues
+  local dir="$OUT/$1" again=()
+  shift
+  [[ -f "$dir/.finished" ]] && return 0
+  if [[ -f "$dir/last.pt" ]]; then again=(--resume); elif [[ -e "$dir" ]]; then again=(--overwrite); fi
+  "$@" --out "$dir" "${again[@]}" --no-progress
+  touch "$dir/.finished"
+}
+log "teacher: vit_s16_detr at 320x240, $TEACHER_MIN min"
+run teacher vit-perception train --config vit_s16_detr --set input.width=320 \
+  --set input.height=240 --train "$B/train" --val "$B/val" --time-budget "$TEACHER_MIN"
+log "student on labels alone: vit_tiny_detr, $STUDENT_MIN min"
+run labels_only vit-perception train --config vit_tiny_detr --train "$B/train" --val "$B/val" \
+  --time-budget "$STUDENT_MIN"
+log "student distilled with labels: $STUDENT_MIN min"
+run distilled vit-perception distill --teacher "$OUT/teacher/best.pt" \
+  --student-config vit_tiny_detr --train "$B/train" --val "$B/val" --time-budget "$STUDENT_MIN"
+log "student distilled with labels + the unlabelled bag: $STUDENT_MIN min"
+run distilled_unlabelled vit-perception distill --teacher "$OUT/teacher/best.pt" \
+  --student-config vit_tiny_detr --train "$B/train" --unlabelled "$B/unlabelled" \
+  --val "$B/val" --time-budget "$STUDENT_MIN"
 for run in teacher labels_only distilled distilled_unlabelled; do
   log "eval $run on the held-out bag"
   vit-perception eval --bag "$B/test" --model "$OUT/$run/best.pt" --json "$OUT/eval/$run.json" \
-    | tail -n 3
+    | grep -E "^(AP|AP50|latency ms) "
 done
 log "bench: teacher and student, torch and onnxruntime, one thread per physical core"
 vit-perception bench --model "$OUT/teacher/best.pt" --backend torch onnxruntime \
-  --json "$OUT/eval/bench_teacher.json"
+  --iters "$BENCH_ITERS" --json "$OUT/eval/bench_teacher.json"
 vit-perception bench --model "$OUT/distilled_unlabelled/best.pt" --backend torch onnxruntime \
-  --json "$OUT/eval/bench_student.json"
-python - "$OUT" "$STYLE" "$STUDENT_MIN" <<'PY'
+  --iters "$BENCH_ITERS" --json "$OUT/eval/bench_student.json"
+python - "$OUT" "$STYLE" "$STUDENT_MIN" "$TEST_FRAMES" <<'PY'
 import json, sys
 from pathlib import Path
-out, style, minutes = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+out, style, minutes, frames = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 ev = {r: json.loads((out / "eval" / f"{r}.json").read_text())
       for r in ("teacher", "labels_only", "distilled", "distilled_unlabelled")}
 bench = {k: json.loads((out / "eval" / f"bench_{k}.json").read_text())
          for k in ("teacher", "student")}
 def ms(b, backend):  # end to end per frame (preprocess + infer + postprocess), batch 1
     return 1000.0 / b[backend]["fps"] if backend in b else None
-print(f"\nheld-out bag ({style} style, 200 frames); students: {minutes} min each")
+print(f"\nheld-out bag ({style} style, {frames} frames); students: {minutes} min each")
 print(f"{'model':36s} {'AP50':>6s} {'AP':>6s}")
 names = {"teacher": "teacher vit_s16_detr 320x240", "labels_only": "student, labels alone",
          "distilled": "student distilled, labels",
