@@ -89,6 +89,9 @@ class PretrainTrainer(RunTrainer):
                  *, image_topic: str = "/camera/image_raw", **kwargs) -> None:
         if not list(bags):
             raise ValueError("no bags given (--bags)")
+        for bag in bags:  # before the model is built: a typo fails at once
+            if not Path(bag).exists():
+                raise ValueError(f"{bag}: bag not found")
         self.bags, self.image_topic = list(bags), image_topic
         self.collapse_message: str | None = None
         super().__init__(cfg, out_dir, dist, device, **kwargs)
