@@ -164,6 +164,18 @@ def test_graph_path_captures_once_per_shape(tiny, monkeypatch):
     assert len(runner.graphs) == 0 and all(c.graph.was_reset for c in captured)
 
 
+def test_graphs_keep_the_cached_tables_they_read(tiny):
+    """A real capture keeps a reference to every cached constant (sine grid, anchors): the
+    model's tables for this input are among them."""
+    from vit_perception.runtime.torch_runner import cached_constants
+
+    TorchRunner(tiny).infer({"images": torch.zeros(1, 3, H, W)})
+    shapes = {tuple(t.shape) for t in cached_constants()}
+    grid = (H // 16, W // 16)
+    assert (1, tiny.head.position.num_pos_feats * 2, *grid) in shapes  # the sine grid
+    assert (1, grid[0] * grid[1], 4) in shapes  # the two-stage anchors
+
+
 def test_compile_cache_dir(tmp_path, monkeypatch):
     from vit_perception.runtime.torch_runner import inductor_cache_dir
 

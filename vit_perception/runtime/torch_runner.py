@@ -33,6 +33,9 @@ class _Captured:
     graph: torch.cuda.CUDAGraph
     static_in: torch.Tensor
     static_out: dict[str, torch.Tensor] = field(default_factory=dict)
+    # the cached constants (sine tables, anchors) the graph reads: held while it lives, so an
+    # eviction from their LRU cannot free memory a replay still reads
+    keepalive: list[torch.Tensor] = field(default_factory=list)
 
 
 def default_cast(precision: str, device: torch.device) -> str:
@@ -195,9 +198,18 @@ class TorchRunner(Runner):
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             static_out = self._run(static_in, capturing=True)
-        return _Captured(graph, static_in, static_out)
+        return _Captured(graph, static_in, static_out, cached_constants())
+
+
+def cached_constants() -> list[torch.Tensor]:
+    """The tensors ``models.position_encoding.cached_constant`` holds right now."""
+    from vit_perception.models import position_encoding
+
+    with position_encoding._LOCK:
+        return list(position_encoding._CACHE.values())
 
 
 def _release(captured: _Captured) -> None:
     captured.graph.reset()
     captured.static_out.clear()
+    captured.keepalive.clear()
