@@ -297,3 +297,13 @@ def test_backbone_initialises_train_at_another_input_size(backbone_pt):
     torch.testing.assert_close(model.backbone.pos_embed.detach(), want)
     torch.testing.assert_close(model.backbone.blocks[0].attn.qkv.weight.detach(),
                                saved["backbone.blocks.0.attn.qkv.weight"])
+
+
+def test_backbone_exports_to_onnx_without_detection_outputs(backbone_pt, tmp_path, capsys):
+    import onnx
+
+    path, _ = backbone_pt
+    assert main(["export", "--model", str(path), "--out", str(tmp_path / "b.onnx")]) == 0
+    assert "embedding" in capsys.readouterr().out  # verified against PyTorch
+    outputs = [o.name for o in onnx.load(str(tmp_path / "b.onnx")).graph.output]
+    assert outputs == ["features", "embedding", "attention"]
