@@ -107,8 +107,7 @@ def preprocess(frames: Sequence[np.ndarray | Tensor], width, height=None, mean=N
         _letterbox_cpu(frames, boxes, out.numpy(), mean, std)
         return out.to(dtype), boxes
     out = torch.zeros(len(frames), 3, height, width, device=device, dtype=dtype)
-    mean_t = torch.tensor(mean, device=device).view(3, 1, 1) * 255.0
-    inv_std = 1.0 / (torch.tensor(std, device=device).view(3, 1, 1) * 255.0)
+    mean_t, inv_std = _normalisers(mean, std, str(device))
     groups: dict[tuple[int, int], list[int]] = {}
     for i, f in enumerate(frames):
         groups.setdefault(tuple(f.shape[:2]), []).append(i)
@@ -130,6 +129,17 @@ def preprocess(frames: Sequence[np.ndarray | Tensor], width, height=None, mean=N
         for j, i in enumerate(indices):
             out[i, :, lb.pad_y:lb.pad_y + lb.resized_h, lb.pad_x:lb.pad_x + lb.resized_w] = x[j]
     return out, boxes
+
+
+@functools.lru_cache(maxsize=8)
+def _normalisers(mean: tuple[float, ...], std: tuple[float, ...], device: str
+                 ) -> tuple[Tensor, Tensor]:
+    """``[3, 1, 1]`` mean and 1/std in 0-255 units on ``device``, made once (no host-to-device
+    copy per frame)."""
+    with torch.inference_mode(False):
+        mean_t = torch.tensor(mean, device=device).view(3, 1, 1) * 255.0
+        inv_std = 1.0 / (torch.tensor(std, device=device).view(3, 1, 1) * 255.0)
+    return mean_t, inv_std
 
 
 @functools.cache
