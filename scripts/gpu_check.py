@@ -58,8 +58,8 @@ class Check:
         quick = args.quick
         if quick and not self.cuda:
             torch.set_num_threads(1)  # a dry run beside other work
-        self.iters, self.warmup = (3, 1) if quick else (args.iters, 10)
-        self.size = (96, 64) if quick else None  # None: each config's own input size
+        self.iters, self.warmup = (3, 1) if quick else (args.iters, min(10, args.iters))
+        self.size = (96, 64) if quick else args.size  # None: each config's own input size
         self.frame_size = (160, 120) if quick else (640, 480)
         self.batch = 2 if quick else 8
 
@@ -292,6 +292,8 @@ def main() -> int:
     parser.add_argument("--budget-s", type=float, default=330.0,
                         help="seconds for all figures; what does not fit is skipped (330)")
     parser.add_argument("--iters", type=int, default=100)
+    parser.add_argument("--size", type=lambda v: tuple(int(x) for x in v.lower().split("x")),
+                        help="model input WxH for every config (default: each config's own)")
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--block", default="", help=argparse.SUPPRESS)
     parser.add_argument("--debug", action="store_true", help="tracebacks of failures")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -79,3 +80,15 @@ def test_train_profile_prints_whole_and_compute_only_rates(bag, tmp_path, capsys
     assert float(whole.group(1)) > 0 and float(compute.group(1)) > 0
     assert abs(int(ratio.group(1)) - 100 * float(whole.group(1)) / float(compute.group(1))) <= 1
     assert not out.exists()
+
+
+def test_synthetic_frames_for_any_class_count():
+    from vit_perception.training.profile import synthetic_samples
+
+    samples = synthetic_samples(6, (64, 48), num_classes=12, seed=3)
+    assert len(samples) == 6 and all(s.image.shape == (48, 64, 3) for s in samples)
+    boxes = np.concatenate([s.boxes for s in samples])
+    assert (boxes[:, 2] <= 64).all() and (boxes[:, 3] <= 48).all()
+    assert (boxes[:, :2] < boxes[:, 2:]).all()
+    labels = np.concatenate([s.labels for s in samples])
+    assert labels.max() < 12 and len(set(labels.tolist())) > 3

@@ -56,7 +56,8 @@ def synthetic_samples(count: int, size: tuple[int, int], num_classes: int, seed:
             bw, bh = int(rng.integers(w // 12, w // 3)), int(rng.integers(h // 12, h // 3))
             x0, y0 = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
             label = int(rng.integers(0, num_classes))
-            img[y0:y0 + bh, x0:x0 + bw] = (80 * label + 40) % 256, 255 - 60 * label, 30
+            img[y0:y0 + bh, x0:x0 + bw] = ((80 * label + 40) % 256, (255 - 60 * label) % 256,
+                                           (30 + 97 * label) % 256)
             boxes.append([x0, y0, x0 + bw, y0 + bh])
             labels.append(label)
         samples.append(Sample(np.asarray(boxes, np.float32), np.asarray(labels, np.int64), w, h,
