@@ -15,6 +15,7 @@ rosbags, matplotlib, onnx or rclpy.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import signal
 import statistics
@@ -58,7 +59,8 @@ class Check:
         quick = args.quick
         if quick and not self.cuda:
             torch.set_num_threads(1)  # a dry run beside other work
-        self.iters, self.warmup = (3, 1) if quick else (args.iters, min(10, args.iters))
+        self.iters: int = 3 if quick else args.iters
+        self.warmup: int = 1 if quick else min(10, args.iters)
         self.size = (96, 64) if quick else args.size  # None: each config's own input size
         self.frame_size = (160, 120) if quick else (640, 480)
         self.batch = 2 if quick else 8
@@ -146,7 +148,7 @@ class Check:
                 print(f"  {name}: n/a on {self.device}")
                 continue
             r = self.run(f"{config} {name}", 15,
-                         lambda p=precision, c=cast, g=graphs: self.variant(net, size, p, c, g))
+                         functools.partial(self.variant, net, size, precision, cast, graphs))
             if r:
                 print(f"  {name:<40} {r['ms']:8.2f} ms", flush=True)
         if batch8:

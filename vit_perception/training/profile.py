@@ -108,7 +108,7 @@ def profile_training(cfg: dict, train_bags: Sequence[str | Path] | None = None,
             evals.append((trainer.step, time.perf_counter() - t0))
             return metrics
 
-        trainer.finish_epoch = timed_finish  # type: ignore[method-assign]
+        trainer.finish_epoch = timed_finish
         trainer.run()
         batch = int(trainer.opts["batch_size"])
         whole_s = stamps[-1] - stamps[warmup - 1]
