@@ -9,10 +9,11 @@
 # image has them). What else the figures need (scipy for the matcher, faster-coco-eval for
 # validation) is installed from the wheels in .whl/ into a private folder when missing; nothing
 # of rclpy, OpenCV, rosbags, matplotlib or onnx is used. Other arguments go to gpu_check.py
-# (--budget-s, --iters, --json PATH, --debug).
+# (--budget-s, --iters, --size WxH, --json PATH, --debug). Environment: PYTHON (python3),
+# GPU_CHECK_WHEELS (.whl/), GPU_CHECK_SITE (where missing wheels are installed; $TMPDIR).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-whl="$repo/.whl"
+whl="${GPU_CHECK_WHEELS:-$repo/.whl}"
 py="${PYTHON:-python3}"
 # module:distribution the figures need beyond torch/torchvision/numpy/pyyaml
 carried=("scipy:scipy" "faster_coco_eval:faster-coco-eval")
@@ -35,12 +36,17 @@ fi
 command -v "$py" >/dev/null || die "no $py on PATH (set PYTHON=/path/to/python3.12)"
 site="${GPU_CHECK_SITE:-${TMPDIR:-/tmp}/vit_perception_gpu_check_site}"
 # one interpreter start: what is there (find_spec imports nothing), what must come from .whl/
-probe="$(PYTHONPATH="$site" "$py" - "${carried[@]}" <<'PY'
+probe="$(PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" "$py" - "${carried[@]}" <<'PY'
 import importlib.util as u, sys
-base = [m for m in ("torch", "torchvision", "numpy", "yaml") if u.find_spec(m) is None]
+def has(module):
+    try:
+        return u.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+base = [m for m in ("torch", "torchvision", "numpy", "yaml") if not has(m)]
 if base:
     print("BASE " + " ".join(base))
-print("NEED " + " ".join(p.split(":")[1] for p in sys.argv[1:] if u.find_spec(p.split(":")[0]) is None))
+print("NEED " + " ".join(p.split(":")[1] for p in sys.argv[1:] if not has(p.split(":")[0])))
 PY
 )" || die "$py failed to start"
 if grep -q '^BASE' <<<"$probe"; then
