@@ -26,6 +26,16 @@ def pytest_report_header(config):
     return f"ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']} (discovery on localhost)"
 
 
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """A TorchRunner left active sets torch's threads (cores but one by default): restore the
+    count after each test so later tests in the process keep theirs."""
+    before = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture
 def rng():
     import numpy as np

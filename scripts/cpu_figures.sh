@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Issue 17's figures in one run, on a quiet machine (nothing else running): int8 accuracy and
+# speed per backend, YOLOS-S beside them, and the node beside 0/1/2 busy processes.
+#
+#   source env.sh && bash scripts/cpu_figures.sh            # ~30-40 min on 2 cores
+#
+# Needs: runs/demo from `vit-perception demo` (trained tiny model, lab bags). The photo-style
+# bags (`synth --style photo`) and a tiny model trained on them for PHOTO_MINUTES (6.5) are
+# made here unless PHOTO_CKPT names one (PHOTO=0 skips them). YOLOS_SITE=<folder with
+# transformers> (python -m pip install --target DIR transformers) times YOLOS-S in the same
+# bench run. Smaller runs: ITERS=5 DURATION=5 SIZES=320x240 S16=0 PHOTO=0.
+set -euo pipefail
+OUT=${OUT:-runs/cpu_figures}
+DEMO=${DEMO:-runs/demo}
+ITERS=${ITERS:-30}
+DURATION=${DURATION:-30}
+SIZES=${SIZES:-"640x480 320x240"}
+S16=${S16:-1}
+mkdir -p "$OUT"
+grep -m1 "model name" /proc/cpuinfo
+
+bench() {  # bench (or bench_yolos.py when transformers is there) with the same arguments
+  if [ -n "${YOLOS_SITE:-}" ]; then python scripts/bench_yolos.py --side "$YOLOS_SITE" "$@"
+  else vit-perception bench "$@"; fi
+}
+
+accuracy() {  # NAME CKPT CALIB_BAG VAL_BAG SIZE: AP50/AP of fp32, static and dynamic int8
+  local name=$1 ckpt=$2 calib=$3 val=$4 size=$5
+  local onnx="$OUT/$name-$size.onnx" dyn="$OUT/dynamic/$name-$size.onnx"
+  echo; echo "== $name $size: export, static int8 calibrated on $calib, AP on $val"
+  vit-perception export --model "$ckpt" --size "$size" --out "$onnx" --verify 1 \
+      --int8-calibrate "$calib" --calib-frames 100 --val "$val"
+  mkdir -p "$OUT/dynamic" && cp "$onnx" "$dyn"   # no calibrated copy beside it: dynamic int8
+  for spec in "$onnx fp32" "$dyn int8"; do
+    set -- $spec
+    echo "-- eval onnxruntime $2 ($( [ "$2" = int8 ] && echo dynamic || echo fp32 ))"
+    vit-perception eval --bag "$val" --model "$1" --backend onnxruntime --precision "$2" \
+        --out-bag none --json "$OUT/eval-$name-$size-$(basename "$(dirname "$1")")-$2.json" \
+        | grep -E "^(AP |AP50)"
+  done
+  echo "== $name $size: bench torch fp32, onnxruntime fp32, dynamic and static int8"
+  bench --model "$ckpt" --onnx "$onnx" --size "$size" --iters "$ITERS" \
+      --backend torch onnxruntime onnxruntime:int8-dynamic onnxruntime:int8-static \
+      --json "$OUT/bench-$name-$size.json"
+}
+
+for size in $SIZES; do
+  accuracy demo "$DEMO/run/best.pt" "$DEMO/lab_train" "$DEMO/lab_heldout" "$size"
+done
+if [ "${PHOTO:-1}" = 1 ]; then  # a harder bag: marks that differ only in shape, on photographs
+  [ -d "$OUT/photo_train" ] || vit-perception synth "$OUT/photo_train" --style photo --frames 400 --size 320x240 --seed 21
+  [ -d "$OUT/photo_heldout" ] || vit-perception synth "$OUT/photo_heldout" --style photo --frames 100 --size 320x240 --seed 22
+  if [ -z "${PHOTO_CKPT:-}" ]; then  # the tiny model trained on them as the demo trains on lab
+    PHOTO_CKPT="$OUT/photo_run/best.pt"
+    [ -f "$PHOTO_CKPT" ] || vit-perception train --config vit_tiny_detr --train "$OUT/photo_train" \
+        --val "$OUT/photo_heldout" --out "$OUT/photo_run" --time-budget "${PHOTO_MINUTES:-6.5}" \
+        --no-progress --set "classes=[$(paste -sd, "$OUT/photo_train/classes.txt")]"
+  fi
+  for size in $SIZES; do
+    accuracy photo "$PHOTO_CKPT" "$OUT/photo_train" "$OUT/photo_heldout" "$size"
+  done
+fi
+
+if [ "$S16" = 1 ]; then  # the default model's speed (random weights; calibrated on lab frames)
+  echo; echo "== vit_s16_detr 640x480 (random weights): speed of every backend"
+  vit-perception export --model vit_s16_detr --size 640x480 --out "$OUT/s16-640x480.onnx" \
+      --verify 0 --int8-calibrate "$DEMO/lab_train" --calib-frames 32 --val "$DEMO/lab_heldout"
+  bench --config vit_s16_detr --onnx "$OUT/s16-640x480.onnx" --size 640x480 --iters 10 \
+      --backend torch onnxruntime onnxruntime:int8-dynamic onnxruntime:int8-static \
+      --json "$OUT/bench-s16-640x480.json"
+fi
+
+echo; echo "== bench-node, tiny model, 640x480 at 30 Hz, beside 0/1/2 busy processes"
+for backend in torch onnxruntime; do
+  for busy in 0 1 2; do
+    vit-perception bench-node --backend "$backend" --busy "$busy" --duration "$DURATION" \
+        --no-transport --json "$OUT/node-$backend-busy$busy.json" > "$OUT/node-$backend-busy$busy.log"
+  done
+done
+python - "$OUT" <<'PY'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+print(f"{'backend':<12}{'busy':>5}{'latency med':>13}{'p90':>9}{'drops':>8}{'Hz':>7}")
+for f in sorted(out.glob("node-*-busy*.json")):
+    d = json.loads(f.read_text())
+    backend = f.stem.split("-")[1]
+    lat = d["latency_ms"]
+    print(f"{backend:<12}{d['busy']['processes']:>5}{lat['median']:>13.1f}{lat['p90']:>9.1f}"
+          f"{d['drop_rate']:>8.2f}{d['processed_rate_hz']:>7.1f}")
+print(f"cpu {d['cpu']}, threads {d['threads']}, OMP_WAIT_POLICY {d['omp_wait_policy']}")
+PY
