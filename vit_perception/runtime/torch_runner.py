@@ -196,7 +196,8 @@ class TorchRunner(Runner):
                 self._run(static_in, capturing=True)
         torch.cuda.current_stream(self._device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: the node's other threads may use CUDA while this one captures
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             static_out = self._run(static_in, capturing=True)
         return _Captured(graph, static_in, static_out, cached_constants())
 
