@@ -9,7 +9,7 @@
 # Usage (from the repository root, after `source env.sh`):
 #   scripts/pretrain_figures.sh [OUT]           # OUT defaults to runs/pretrain_figures
 # Environment: CONFIG (vit_tiny_detr), MINUTES ("5 15 30"), TRAIN_MIN (15), UNLABELLED (2000),
-# DEVICE (auto), EXTRA_PRETRAIN (more pretrain flags, e.g. "--set pretrain.ibot_weight=1").
+# DEVICE (auto), EXTRA_PRETRAIN (more pretrain flags, e.g. "--set pretrain.ibot_weight=0").
 # Steps whose output exists are skipped, so a stopped run continues. Takes about
 # sum(MINUTES) + 4 * TRAIN_MIN + ~15 minutes (bags, probes, evals): ~2 h with the defaults.
 # GPU throughput only:  CONFIG=vit_s16_detr MINUTES=3 DEVICE=cuda scripts/pretrain_figures.sh

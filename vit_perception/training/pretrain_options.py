@@ -65,8 +65,10 @@ PRETRAIN_DEFAULTS: dict = {
     "weight_decay_end": 0.4,  # cosine schedule of the weight decay
     "clip_grad": 3.0,  # 0 = off
     "amp": "auto",  # auto | bf16 | fp16 | off (CUDA only)
-    # iBOT-style masked patch-token loss (DINOv2): 0 = off
-    "ibot_weight": 0.0,
+    # iBOT-style masked patch-token loss (DINOv2), ViT only; 0 = off. On by default: the node
+    # publishes patch features, and with it the box-pooled patch-feature k-NN probe reached 42%
+    # after 8 loaded-CPU minutes (random weights 15.5%; DINO's [CLS] loss alone 17-37%)
+    "ibot_weight": 1.0,
     "ibot_out_dim": 512,  # prototypes of the patch head
     "ibot_mask_ratio": [0.1, 0.5],  # fraction of the patches masked, drawn per image
     "ibot_mask_prob": 0.5,  # fraction of the global views that are masked at all
