@@ -7,7 +7,9 @@
 #   scripts/distill_figures.sh [OUT]       # OUT defaults to runs/distill_figures
 # Environment: FRAMES (labelled frames, 300), TEACHER_MIN (60), STUDENT_MIN (20), STYLE (synth
 # style: photo (default) or lab), EXTRA_SYNTH (more synth flags), VAL_FRAMES
-# (100), TEST_FRAMES (200), BENCH_ITERS (50).
+# (100), TEST_FRAMES (200), BENCH_ITERS (50), TEACHER_CONFIG (vit_s16_detr), TEACHER_SIZE
+# (320x240), STUDENT_SIZE (WxH; the student config's own when empty), TEACHER_CKPT (a trained
+# teacher checkpoint: skips the teacher's training).
 # Steps whose output exists are skipped, so a stopped run continues.
 set -euo pipefail
 OUT="${1:-runs/distill_figures}"
@@ -17,6 +19,13 @@ STUDENT_MIN="${STUDENT_MIN:-20}"
 VAL_FRAMES="${VAL_FRAMES:-100}"
 TEST_FRAMES="${TEST_FRAMES:-200}"
 BENCH_ITERS="${BENCH_ITERS:-50}"
+TEACHER_CONFIG="${TEACHER_CONFIG:-vit_s16_detr}"
+TEACHER_SIZE="${TEACHER_SIZE:-320x240}"
+STUDENT_SIZE="${STUDENT_SIZE:-}"  # WxH; empty: the student config's own input size
+TSIZE=(--set "input.width=${TEACHER_SIZE%x*}" --set "input.height=${TEACHER_SIZE#*x}")
+SSIZE=()
+[[ -n "$STUDENT_SIZE" ]] && SSIZE=(--set "input.width=${STUDENT_SIZE%x*}" \
+  --set "input.height=${STUDENT_SIZE#*x}")
 SYNTH=(--size 320x240)
 if vit-perception synth --help | grep -q -- "--style"; then
   STYLE="${STYLE:-photo}"
@@ -49,18 +58,21 @@ run() {  # run NAME COMMAND ARGS...: trains into $OUT/NAME once; an interrupted 
   "$@" --out "$dir" "${again[@]}" --no-progress
   touch "$dir/.finished"
 }
-log "teacher: vit_s16_detr at 320x240, $TEACHER_MIN min"
-run teacher vit-perception train --config vit_s16_detr --set input.width=320 \
-  --set input.height=240 --train "$B/train" --val "$B/val" --time-budget "$TEACHER_MIN"
+if [[ -n "${TEACHER_CKPT:-}" && ! -f "$OUT/teacher/best.pt" ]]; then  # a teacher trained elsewhere
+  mkdir -p "$OUT/teacher" && cp "$TEACHER_CKPT" "$OUT/teacher/best.pt" && touch "$OUT/teacher/.finished"
+fi
+log "teacher: $TEACHER_CONFIG at $TEACHER_SIZE, $TEACHER_MIN min (or TEACHER_CKPT)"
+run teacher vit-perception train --config "$TEACHER_CONFIG" "${TSIZE[@]}" \
+  --train "$B/train" --val "$B/val" --time-budget "$TEACHER_MIN"
 log "student on labels alone: vit_tiny_detr, $STUDENT_MIN min"
-run labels_only vit-perception train --config vit_tiny_detr --train "$B/train" --val "$B/val" \
+run labels_only vit-perception train --config vit_tiny_detr "${SSIZE[@]}" --train "$B/train" --val "$B/val" \
   --time-budget "$STUDENT_MIN"
 log "student distilled with labels: $STUDENT_MIN min"
 run distilled vit-perception distill --teacher "$OUT/teacher/best.pt" \
-  --student-config vit_tiny_detr --train "$B/train" --val "$B/val" --time-budget "$STUDENT_MIN"
+  --student-config vit_tiny_detr "${SSIZE[@]}" --train "$B/train" --val "$B/val" --time-budget "$STUDENT_MIN"
 log "student distilled with labels + the unlabelled bag: $STUDENT_MIN min"
 run distilled_unlabelled vit-perception distill --teacher "$OUT/teacher/best.pt" \
-  --student-config vit_tiny_detr --train "$B/train" --unlabelled "$B/unlabelled" \
+  --student-config vit_tiny_detr "${SSIZE[@]}" --train "$B/train" --unlabelled "$B/unlabelled" \
   --val "$B/val" --time-budget "$STUDENT_MIN"
 for run in teacher labels_only distilled distilled_unlabelled; do
   log "eval $run on the held-out bag"
@@ -84,7 +96,7 @@ def ms(b, backend):  # end to end per frame (preprocess + infer + postprocess), 
     return 1000.0 / b[backend]["fps"] if backend in b else None
 print(f"\nheld-out bag ({style} style, {frames} frames); students: {minutes} min each")
 print(f"{'model':36s} {'AP50':>6s} {'AP':>6s}")
-names = {"teacher": "teacher vit_s16_detr 320x240", "labels_only": "student, labels alone",
+names = {"teacher": "teacher", "labels_only": "student, labels alone",
          "distilled": "student distilled, labels",
          "distilled_unlabelled": "student distilled, labels + 4x unl."}
 for r, m in ev.items():
