@@ -167,6 +167,18 @@ def test_collapsing_setting_is_detected_and_reported(bag, tmp_path, capsys):
     assert not (tmp_path / "run" / "backbone.pt").exists()
 
 
+def test_an_existing_run_is_refused_without_resume_or_overwrite(bag, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "backbone.pt").write_bytes(b"earlier run")
+    code = main(["pretrain", "--config", "vit_tiny_detr", "--bags", bag, "--out", str(run),
+                 "--epochs", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "already holds a run" in err and "--overwrite" in err and "Traceback" not in err
+    assert (run / "backbone.pt").read_bytes() == b"earlier run"  # nothing lost
+
+
 def test_killed_run_resumes_on_the_same_curve(bag, tmp_path):
     kwargs = {"epochs": 2, "samples_per_epoch": 8, "checkpoint_every_steps": 1,
               "ibot_weight": 0.5}

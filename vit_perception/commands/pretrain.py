@@ -19,29 +19,33 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from vit_perception.arg_types import non_negative_int, positive_float, positive_int
+
     parser.add_argument("--config", default="vit_tiny_detr",
                         help="model config name or YAML file whose backbone is pretrained")
     parser.add_argument("--bags", nargs="+", required=True, metavar="BAG",
                         help="bags with the unlabelled frames (labels, if any, are ignored)")
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
     parser.add_argument("--image-topic", default="/camera/image_raw")
-    parser.add_argument("--epochs", type=int, help="epochs (config pretrain.epochs)")
-    parser.add_argument("--time-budget", type=float, metavar="MINUTES",
+    parser.add_argument("--epochs", type=positive_int, help="epochs (config pretrain.epochs)")
+    parser.add_argument("--time-budget", type=positive_float, metavar="MINUTES",
                         help="stop after this much wall-clock training and save")
     parser.add_argument("--resume", action="store_true",
                         help="continue RUN_DIR/last.pt (its config; --epochs/--set still apply)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="RUN_DIR holds a run: delete its files and start a new one")
     parser.add_argument("--init", metavar="PATH",
                         help="start from a checkpoint (backbone.pt, a detector's best.pt) or "
                              "backbone weights (torchvision Swin, DINO/DINOv2 ViT)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, e.g. pretrain.out_dim=4096 (repeatable)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (auto)")
-    parser.add_argument("--batch-size", type=int, help="frames per step and process")
-    parser.add_argument("--workers", type=int, help="data loader worker processes")
-    parser.add_argument("--lora", type=int, metavar="RANK",
+    parser.add_argument("--batch-size", type=positive_int, help="frames per step and process")
+    parser.add_argument("--workers", type=non_negative_int, help="data loader worker processes")
+    parser.add_argument("--lora", type=non_negative_int, metavar="RANK",
                         help="LoRA of this rank on every block's attention, backbone frozen "
                              "(ExPLoRA with --unfreeze-blocks)")
-    parser.add_argument("--unfreeze-blocks", type=int, metavar="N",
+    parser.add_argument("--unfreeze-blocks", type=non_negative_int, metavar="N",
                         help="train the last N blocks fully (with --lora: ExPLoRA)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -60,37 +64,39 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Errors (bad bags, checkpoints, config keys) go to the CLI's error boundary (cli.main)."""
     import json
     import logging
     import os
     import sys
-    from pathlib import Path
 
-    from vit_perception.config import ConfigError, deep_merge, load_config
-    from vit_perception.models.checkpoint import CheckpointError
-    from vit_perception.models.weights import WeightsError
+    from vit_perception.config import load_config
+    from vit_perception.data.bag_source import check_bag
+    from vit_perception.training.run_dir import RUN_OUTPUTS, claim_run_dir
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.lora is not None and args.lora < 0 or (args.unfreeze_blocks or 0) < 0:
-        print("vit-perception pretrain: error: --lora and --unfreeze-blocks must be >= 0",
-              file=sys.stderr)
-        return 2
-    try:
-        overrides = _overrides(args)
-        if args.resume:
-            from vit_perception.training.state import load_resume
+    overrides = _overrides(args)
+    if args.device is not None:
+        from vit_perception.runtime.devices import check_device
 
-            cfg = deep_merge(load_resume(Path(args.out) / "last.pt")["config"], overrides)
-        else:
-            cfg = load_config(args.config, overrides)
-        from vit_perception.training.pretrain import pretrain
+        check_device(args.device)
+    for bag in args.bags:  # a typo fails now, not after the model is built
+        check_bag(bag)
+    outputs = RUN_OUTPUTS + ("backbone.pt",)
+    if args.resume:
+        from vit_perception.commands.train import resume_config
 
-        result = pretrain(cfg, args.bags, args.out, image_topic=args.image_topic,
-                          resume=args.resume, init=args.init, time_budget=args.time_budget,
-                          device=args.device, progress=not args.no_progress)
-    except (CheckpointError, WeightsError, ConfigError, ValueError) as exc:
-        print(f"vit-perception pretrain: error: {exc}", file=sys.stderr)
-        return 2
+        out = claim_run_dir(args.out, resume=True, overwrite=args.overwrite, outputs=outputs)
+        cfg = resume_config(out, args.config if args.config != "vit_tiny_detr" else None,
+                            overrides, command="pretrain")
+    else:
+        cfg = load_config(args.config, overrides)
+        out = claim_run_dir(args.out, overwrite=args.overwrite, outputs=outputs)
+    from vit_perception.training.pretrain import pretrain
+
+    result = pretrain(cfg, args.bags, out, image_topic=args.image_topic,
+                      resume=args.resume, init=args.init, time_budget=args.time_budget,
+                      device=args.device, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:  # DDP: rank 0 reports
         return 0
     summary = {k: result[k] for k in ("stopped", "epochs", "steps", "minutes", "images_per_s",

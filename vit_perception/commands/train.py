@@ -91,7 +91,7 @@ def _profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def resume_config(out, config: str | None, overrides: dict) -> dict:
+def resume_config(out, config: str | None, overrides: dict, command: str = "train") -> dict:
     """The config of the run in ``out`` (its last.pt) with ``overrides``; ``--config`` does not
     apply to a resumed run, and a note on stderr says so when it names another config."""
     import sys
@@ -103,8 +103,8 @@ def resume_config(out, config: str | None, overrides: dict) -> dict:
     last = Path(out) / "last.pt"
     run_cfg = load_resume(last)["config"]
     if config is not None and config != run_cfg.get("name"):
-        print(f"vit-perception train: note: --resume continues {last} with the run's own config "
-              f"({run_cfg.get('name') or 'unnamed'}); --config {config} is ignored (--set, "
+        print(f"vit-perception {command}: note: --resume continues {last} with the run's own "
+              f"config ({run_cfg.get('name') or 'unnamed'}); --config {config} is ignored (--set, "
               "--epochs and the other flags apply)", file=sys.stderr)
     return deep_merge(run_cfg, overrides)
 
