@@ -19,48 +19,29 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from vit_perception.arg_types import non_negative_int, positive_float, positive_int
+    from vit_perception.arg_types import non_negative_int
+    from vit_perception.commands.run_args import add_run_arguments
 
-    parser.add_argument("--config", default="vit_tiny_detr",
-                        help="model config name or YAML file whose backbone is pretrained")
+    parser.add_argument("--config", default=None,
+                        help="model config name or YAML file whose backbone is pretrained "
+                             "(vit_tiny_detr; with --resume the run's own config)")
     parser.add_argument("--bags", nargs="+", required=True, metavar="BAG",
                         help="bags with the unlabelled frames (labels, if any, are ignored)")
-    parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
-    parser.add_argument("--image-topic", default="/camera/image_raw")
-    parser.add_argument("--epochs", type=positive_int, help="epochs (config pretrain.epochs)")
-    parser.add_argument("--time-budget", type=positive_float, metavar="MINUTES",
-                        help="stop after this much wall-clock training and save")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue RUN_DIR/last.pt (its config; --epochs/--set still apply)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="RUN_DIR holds a run: delete its files and start a new one")
-    parser.add_argument("--init", metavar="PATH",
-                        help="start from a checkpoint (backbone.pt, a detector's best.pt) or "
-                             "backbone weights (torchvision Swin, DINO/DINOv2 ViT)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override, e.g. pretrain.out_dim=4096 (repeatable)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (auto)")
-    parser.add_argument("--batch-size", type=positive_int, help="frames per step and process")
-    parser.add_argument("--workers", type=non_negative_int, help="data loader worker processes")
+    add_run_arguments(parser, "pretrain", init_partial=False,
+                      init_help="start from a checkpoint (backbone.pt, a detector's best.pt) "
+                                "or backbone weights (torchvision Swin, DINO/DINOv2 ViT)")
     parser.add_argument("--lora", type=non_negative_int, metavar="RANK",
                         help="LoRA of this rank on every block's attention, backbone frozen "
                              "(ExPLoRA with --unfreeze-blocks)")
     parser.add_argument("--unfreeze-blocks", type=non_negative_int, metavar="N",
                         help="train the last N blocks fully (with --lora: ExPLoRA)")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    from vit_perception.config import deep_merge, parse_overrides
+    from vit_perception.commands.run_args import run_overrides
 
-    section: dict = {}
-    for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
-                       ("workers", args.workers), ("lora_rank", args.lora),
-                       ("unfreeze_blocks", args.unfreeze_blocks), ("seed", args.seed)):
-        if value is not None:
-            section[key] = value
-    return deep_merge(parse_overrides(args.set), {"pretrain": section} if section else {})
+    return run_overrides(args, "pretrain", lora_rank=args.lora,
+                         unfreeze_blocks=args.unfreeze_blocks)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,28 +51,13 @@ def run(args: argparse.Namespace) -> int:
     import os
     import sys
 
-    from vit_perception.config import load_config
-    from vit_perception.data.bag_source import check_bag
-    from vit_perception.training.run_dir import RUN_OUTPUTS, claim_run_dir
+    from vit_perception.commands.run_args import prepare_run
+    from vit_perception.training.run_dir import RUN_OUTPUTS
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    overrides = _overrides(args)
-    if args.device is not None:
-        from vit_perception.runtime.devices import check_device
-
-        check_device(args.device)
-    for bag in args.bags:  # a typo fails now, not after the model is built
-        check_bag(bag)
-    outputs = RUN_OUTPUTS + ("backbone.pt",)
-    if args.resume:
-        from vit_perception.commands.train import resume_config
-
-        out = claim_run_dir(args.out, resume=True, overwrite=args.overwrite, outputs=outputs)
-        cfg = resume_config(out, args.config if args.config != "vit_tiny_detr" else None,
-                            overrides, command="pretrain")
-    else:
-        cfg = load_config(args.config, overrides)
-        out = claim_run_dir(args.out, overwrite=args.overwrite, outputs=outputs)
+    out, cfg = prepare_run(args, command="pretrain", config=args.config,
+                           default_config="vit_tiny_detr", overrides=_overrides(args),
+                           bags=list(args.bags), outputs=RUN_OUTPUTS + ("backbone.pt",))
     from vit_perception.training.pretrain import pretrain
 
     result = pretrain(cfg, args.bags, out, image_topic=args.image_topic,
