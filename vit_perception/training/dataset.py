@@ -125,15 +125,22 @@ class DetectionDataset(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, item) -> tuple[Tensor, dict]:
-        index, seed = item if isinstance(item, tuple) else (item, 0)
-        s = self.samples[index]
-        image = torch.from_numpy(np.array(s.image)).permute(2, 0, 1)  # [3, h, w] uint8
-        boxes, labels = torch.from_numpy(s.boxes.copy()), torch.from_numpy(s.labels.copy())
-        if self.augment is not None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(seed))
-                image, boxes, labels = self.augment(image, boxes, labels)
+        _, image, boxes, labels = augmented_sample(self.samples, self.augment, item)
         return to_model_input(image, boxes, labels, self.size, self.mean, self.std)
+
+
+def augmented_sample(samples: list[Sample], augment, item) -> tuple[int, Tensor, Tensor, Tensor]:
+    """``(index, image uint8 [3, h, w], boxes xyxy [n, 4], labels [n])`` of ``item`` (an index or
+    the sampler's ``(index, seed)``), through ``augment`` seeded with ``seed`` when given."""
+    index, seed = item if isinstance(item, tuple) else (item, 0)
+    s = samples[index]
+    image = torch.from_numpy(np.array(s.image)).permute(2, 0, 1)  # [3, h, w] uint8
+    boxes, labels = torch.from_numpy(s.boxes.copy()), torch.from_numpy(s.labels.copy())
+    if augment is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            image, boxes, labels = augment(image, boxes, labels)
+    return index, image, boxes, labels
 
 
 def to_model_input(image: Tensor, boxes: Tensor, labels: Tensor, size: tuple[int, int], mean,

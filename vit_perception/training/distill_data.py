@@ -71,17 +71,10 @@ class DistillDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, item) -> tuple[Tensor, dict]:
         from vit_perception.models.preprocess import letterbox_params, preprocess
-        from vit_perception.training.dataset import to_model_input
+        from vit_perception.training.dataset import augmented_sample, to_model_input
         from vit_perception.training.translator import input_map
 
-        index, seed = item if isinstance(item, tuple) else (item, 0)
-        s = self.samples[index]
-        image = torch.from_numpy(np.array(s.image)).permute(2, 0, 1)  # [3, h, w] uint8
-        boxes, labels = torch.from_numpy(s.boxes.copy()), torch.from_numpy(s.labels.copy())
-        if self.augment is not None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(seed))
-                image, boxes, labels = self.augment(image, boxes, labels)
+        index, image, boxes, labels = augmented_sample(self.samples, self.augment, item)
         size, mean, std = self.student
         x, target = to_model_input(image, boxes, labels, size, mean, std)
         t_size, t_mean, t_std = self.teacher
