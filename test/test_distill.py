@@ -26,13 +26,6 @@ STUDENT = {  # student 96x64 (3:2), teacher 96x96 (1:1): the letterboxes differ
 }
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def bags(tmp_path_factory):
     root = tmp_path_factory.mktemp("distill_bags")

@@ -30,13 +30,6 @@ SMALL = {"global_size": 48, "local_size": 32, "local_crops": 2, "out_dim": 128,
 FAST = {"input": {"width": 64, "height": 64}, "pretrain": SMALL}
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def bag(tmp_path_factory):
     root = tmp_path_factory.mktemp("bags")

@@ -22,13 +22,6 @@ FAST = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def bags(tmp_path_factory):
     root = tmp_path_factory.mktemp("bags")

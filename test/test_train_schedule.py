@@ -8,7 +8,6 @@ import re
 
 import numpy as np
 import pytest
-import torch
 
 from vit_perception.cli import main
 from vit_perception.config import load_config
@@ -18,13 +17,6 @@ from vit_perception.training.eval_schedule import EvalSchedule
 
 FAST = ["--set", "input.width=96", "--set", "input.height=64", "--set", "train.threads=1",
         "--set", "train.warmup_steps=0", "--set", "train.checkpoint_every_s=0"]
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
