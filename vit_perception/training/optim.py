@@ -10,6 +10,12 @@ NO_DECAY_NAMES = ("pos_embed", "cls_token", "register_tokens", "query_content", 
                   "relative_position_bias_table", "lora_")
 
 
+def no_decay(name: str, param: torch.Tensor, extra: tuple[str, ...] = ()) -> bool:
+    """Whether weight decay skips this parameter: norms, biases (1-D) and tokens/tables named in
+    ``NO_DECAY_NAMES`` (plus ``extra``)."""
+    return param.ndim <= 1 or any(k in name for k in (*NO_DECAY_NAMES, *extra))
+
+
 def param_groups(model: nn.Module, lr: float, backbone_lr_mult: float,
                  weight_decay: float) -> list[dict]:
     """Up to four groups (backbone / head x decay / no decay) of the trainable parameters."""
@@ -18,15 +24,14 @@ def param_groups(model: nn.Module, lr: float, backbone_lr_mult: float,
         if not p.requires_grad:
             continue
         backbone = name.startswith("backbone.")
-        no_decay = p.ndim <= 1 or any(k in name for k in NO_DECAY_NAMES)
-        groups.setdefault((backbone, no_decay), []).append(p)
+        groups.setdefault((backbone, no_decay(name, p)), []).append(p)
     out = []
-    for (backbone, no_decay), params in sorted(groups.items()):
+    for (backbone, skip_decay), params in sorted(groups.items()):
         base = lr * (backbone_lr_mult if backbone else 1.0)
         out.append({"params": params, "lr": base, "base_lr": base,
-                    "weight_decay": 0.0 if no_decay else weight_decay,
+                    "weight_decay": 0.0 if skip_decay else weight_decay,
                     "name": f"{'backbone' if backbone else 'head'}"
-                            f"{'_no_decay' if no_decay else ''}"})
+                            f"{'_no_decay' if skip_decay else ''}"})
     if not out:
         raise ValueError("no trainable parameters")
     return out

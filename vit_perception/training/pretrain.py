@@ -24,8 +24,8 @@ from vit_perception.training.run import RunTrainer
 
 log = logging.getLogger(__name__)
 
-NO_DECAY_NAMES = ("pos_embed", "cls_token", "register_tokens", "mask_token",
-                  "relative_position_bias_table", "lora_", "weight_g")
+# beside the detector's (training/optim.py): iBOT's mask token, the weight-normalised gain
+NO_DECAY_EXTRA = ("mask_token", "weight_g")
 STAT_KEYS = ("dino_loss", "ibot_loss", "teacher_entropy", "batch_entropy", "kl")
 
 
@@ -120,6 +120,7 @@ class PretrainTrainer(RunTrainer):
         from vit_perception.models.backbone_model import BackboneModel
         from vit_perception.models.builder import build_backbone
         from vit_perception.training.optim import amp_dtype
+        from vit_perception.training.optim import no_decay as skips_decay
         from vit_perception.training.state import init_weights
 
         o = self.opts
@@ -142,8 +143,7 @@ class PretrainTrainer(RunTrainer):
         decay, no_decay = [], []
         for name, p in self.student.named_parameters():
             if p.requires_grad:
-                (no_decay if p.ndim <= 1 or any(k in name for k in NO_DECAY_NAMES)
-                 else decay).append(p)
+                (no_decay if skips_decay(name, p, NO_DECAY_EXTRA) else decay).append(p)
         self.optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": float(o["weight_decay"])},
              {"params": no_decay, "weight_decay": 0.0}], lr=float(o["lr"]))
