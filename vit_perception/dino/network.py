@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vit_perception.dino.head import DINOHead
@@ -29,21 +28,7 @@ def vit_tokens(vit: nn.Module, x: Tensor, masks: Tensor | None = None,
     before the positional embedding is added. Sides that are not patch multiples are padded, as
     the backbone's own forward does.
     """
-    b, _, height, width = x.shape
-    p = vit.patch_size
-    pad_h, pad_w = (-height) % p, (-width) % p
-    if pad_h or pad_w:
-        x = F.pad(x, (0, pad_w, 0, pad_h))
-    grid = ((height + pad_h) // p, (width + pad_w) // p)
-    tokens = vit.patch_embed(x)
-    if masks is not None and mask_token is not None:
-        tokens = torch.where(masks[..., None], mask_token.to(tokens.dtype), tokens)
-    pos = vit.pos_embed_for(grid)
-    parts = [vit.cls_token.expand(b, -1, -1) + pos[:, :1]]
-    if vit.num_registers:
-        parts.append(vit.register_tokens.expand(b, -1, -1))
-    parts.append(tokens + pos[:, 1:])
-    h = torch.cat(parts, dim=1)
+    h, _, _ = vit.embed(x, masks, mask_token)
     for blk in vit.blocks:
         h = blk(h)
     h = vit.norm(h)

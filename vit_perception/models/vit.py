@@ -229,9 +229,12 @@ class ViTBackbone(nn.Module):
         """Positional embedding ``[1, 1 + h*w, D]`` for a ``(rows, cols)`` patch grid."""
         return interpolate_pos_embed(self.pos_embed, self.grid, grid)
 
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        """``[B, 3, H, W]`` -> ``features [B, D, h, w]``, ``embedding [B, D]``,
-        ``attention [B, heads, h, w]``, plus ``padded_size`` (H', W') as python ints."""
+    def embed(self, x: Tensor, masks: Tensor | None = None, mask_token: Tensor | None = None
+              ) -> tuple[Tensor, tuple[int, int], tuple[int, int]]:
+        """``[B, 3, H, W]`` -> (tokens ``[B, 1 + registers + h*w, D]`` before the blocks, grid
+        ``(h, w)``, padded size ``(H', W')``). Sides that are not patch multiples are padded;
+        ``masks [B, h*w]`` (True = masked) replaces those patch embeddings by ``mask_token
+        [1, D]`` before the positional embedding is added (iBOT)."""
         b, _, height, width = x.shape
         p = self.patch_size
         pad_h, pad_w = (-height) % p, (-width) % p
@@ -239,12 +242,20 @@ class ViTBackbone(nn.Module):
             x = F.pad(x, (0, pad_w, 0, pad_h))
         grid = ((height + pad_h) // p, (width + pad_w) // p)
         tokens = self.patch_embed(x)
+        if masks is not None and mask_token is not None:
+            tokens = torch.where(masks[..., None], mask_token.to(tokens.dtype), tokens)
         pos = self.pos_embed_for(grid)
         parts = [self.cls_token.expand(b, -1, -1) + pos[:, :1]]
         if self.num_registers:
             parts.append(self.register_tokens.expand(b, -1, -1))
         parts.append(tokens + pos[:, 1:])
-        x = torch.cat(parts, dim=1)
+        return torch.cat(parts, dim=1), grid, (height + pad_h, width + pad_w)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """``[B, 3, H, W]`` -> ``features [B, D, h, w]``, ``embedding [B, D]``,
+        ``attention [B, heads, h, w]``, plus ``padded_size`` (H', W') as python ints."""
+        b = x.shape[0]
+        x, grid, padded_size = self.embed(x)
         for blk in self.blocks[:-1]:
             x = blk(x)
         attention = self.cls_attention(self.blocks[-1], x, grid)
@@ -252,7 +263,7 @@ class ViTBackbone(nn.Module):
         prefix = 1 + self.num_registers
         features = x[:, prefix:].transpose(1, 2).reshape(b, self.embed_dim, grid[0], grid[1])
         return {"features": features, "embedding": x[:, 0], "attention": attention,
-                "padded_size": (height + pad_h, width + pad_w)}
+                "padded_size": padded_size}
 
     def cls_attention(self, blk: Block, x: Tensor, grid: tuple[int, int]) -> Tensor:
         """Softmax attention of [CLS] over all tokens in ``blk``, patch part ``[B, heads, h, w]``.
