@@ -51,11 +51,9 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     """Errors (bad bags, checkpoints, config keys) go to the CLI's error boundary (cli.main)."""
-    import json
     import logging
-    import os
 
-    from vit_perception.commands.run_args import prepare_run
+    from vit_perception.commands.run_args import prepare_run, print_detector_summary
     from vit_perception.errors import UsageError
     from vit_perception.models.checkpoint import read_checkpoint
 
@@ -75,11 +73,5 @@ def run(args: argparse.Namespace) -> int:
                      labels_topic=args.labels_topic, resume=args.resume, init=args.init,
                      time_budget=args.time_budget, device=args.device,
                      progress=not args.no_progress)
-    if int(os.environ.get("RANK", "0")) != 0:  # DDP: rank 0 reports
-        return 0
-    summary = {k: result[k] for k in ("stopped", "epochs", "steps", "minutes", "best_AP50",
-                                      "best_AP", "best", "last", "teacher")}
-    summary["AP50"] = result["metrics"].get("AP50")
-    summary["AP"] = result["metrics"].get("AP")
-    print(json.dumps(summary, indent=1))
+    print_detector_summary(result, "teacher")
     return 0

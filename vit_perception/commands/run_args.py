@@ -103,3 +103,18 @@ def resume_config(out: Path, config: str | None, overrides: dict, command: str =
               f"config ({run_cfg.get('name') or 'unnamed'}); {flag} {config} is ignored "
               "(--set, --epochs and the other flags apply)", file=sys.stderr)
     return deep_merge(run_cfg, overrides)
+
+
+def print_detector_summary(result: dict, *extra: str) -> None:
+    """The JSON summary ``train`` and ``distill`` print (rank 0 only under torchrun): how the
+    run stopped, its length, the best/last checkpoints, ``extra`` keys and the final AP50/AP."""
+    import json
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    keys = ("stopped", "epochs", "steps", "minutes", "best_AP50", "best_AP", "best", "last")
+    summary = {k: result[k] for k in (*keys, *extra)}
+    summary["AP50"] = result["metrics"].get("AP50")
+    summary["AP"] = result["metrics"].get("AP")
+    print(json.dumps(summary, indent=1))

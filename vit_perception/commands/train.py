@@ -19,6 +19,7 @@ from vit_perception.arg_types import non_negative_int
 from vit_perception.commands.run_args import (
     add_run_arguments,
     prepare_run,
+    print_detector_summary,
     resume_config,
     run_overrides,
 )
@@ -74,9 +75,7 @@ def run(args: argparse.Namespace) -> int:
     """Errors (bad bags, checkpoints, config keys) go to the CLI's error boundary (cli.main)."""
     if args.profile is not None:
         return _profile(args)
-    import json
     import logging
-    import os
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out, cfg = prepare_run(args, command="train", config=args.config,
@@ -88,11 +87,5 @@ def run(args: argparse.Namespace) -> int:
                    labels_topic=args.labels_topic, resume=args.resume, init=args.init,
                    time_budget=args.time_budget, device=args.device,
                    progress=not args.no_progress)
-    if int(os.environ.get("RANK", "0")) != 0:  # DDP: rank 0 reports
-        return 0
-    summary = {k: result[k] for k in ("stopped", "epochs", "steps", "minutes", "best_AP50",
-                                      "best_AP", "best", "last")}
-    summary["AP50"] = result["metrics"].get("AP50")
-    summary["AP"] = result["metrics"].get("AP")
-    print(json.dumps(summary, indent=1))
+    print_detector_summary(result)
     return 0
