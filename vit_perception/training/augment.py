@@ -10,11 +10,36 @@ All randomness comes from torch's global generator, which the dataset seeds per 
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
+
+
+def keep_boxes_window(w: int, h: int, union: tuple[float, float, float, float] | None,
+                      min_scale: float, u: list[float]) -> tuple[int, int, int, int]:
+    """``(left, top, width, height)`` of a crop of a ``w x h`` image that contains ``union``
+    (xyxy pixels of all boxes; None: no boxes) entirely, each side ``min_scale``..1 of the
+    image's; ``u`` holds 4 uniform numbers in [0, 1) (size x, size y, position x, position y).
+    Shared by the CPU augmentation and the device path's parameter draw."""
+    if union is not None:
+        x1, y1 = math.floor(union[0]), math.floor(union[1])
+        x2, y2 = math.ceil(union[2]), math.ceil(union[3])
+    else:
+        x1, y1, x2, y2 = w / 2, h / 2, w / 2, h / 2
+    x1, y1, x2, y2 = max(0, int(x1)), max(0, int(y1)), min(w, int(x2)), min(h, int(y2))
+    min_w, min_h = max(x2 - x1, min_scale * w), max(y2 - y1, min_scale * h)
+    cw = max(1, min(w, int(round(min_w + u[0] * (w - min_w)))))
+    ch = max(1, min(h, int(round(min_h + u[1] * (h - min_h)))))
+    # the left edge may move in [x2 - cw, x1] (box union inside) and [0, w - cw] (in frame)
+    lo_x, hi_x = max(0, x2 - cw), max(max(0, x2 - cw), min(x1, w - cw))
+    lo_y, hi_y = max(0, y2 - ch), max(max(0, y2 - ch), min(y1, h - ch))
+    left = min(hi_x, lo_x + int(u[2] * (hi_x - lo_x + 1)))
+    top = min(hi_y, lo_y + int(u[3] * (hi_y - lo_y + 1)))
+    return left, top, cw, ch
 
 
 class RandomCropKeepBoxes(torch.nn.Module):
@@ -29,21 +54,12 @@ class RandomCropKeepBoxes(torch.nn.Module):
         if self.p <= 0 or torch.rand(()) >= self.p:
             return image, boxes
         h, w = image.shape[-2:]
+        union = None
         if len(boxes):
-            x1, y1 = boxes[:, 0].min().floor().item(), boxes[:, 1].min().floor().item()
-            x2, y2 = boxes[:, 2].max().ceil().item(), boxes[:, 3].max().ceil().item()
-        else:
-            x1, y1, x2, y2 = w / 2, h / 2, w / 2, h / 2
-        x1, y1, x2, y2 = max(0, int(x1)), max(0, int(y1)), min(w, int(x2)), min(h, int(y2))
-        u = torch.rand(4).tolist()
-        min_w, min_h = max(x2 - x1, self.min_scale * w), max(y2 - y1, self.min_scale * h)
-        cw = max(1, min(w, int(round(min_w + u[0] * (w - min_w)))))
-        ch = max(1, min(h, int(round(min_h + u[1] * (h - min_h)))))
-        # the left edge may move in [x2 - cw, x1] (box union inside) and [0, w - cw] (in frame)
-        lo_x, hi_x = max(0, x2 - cw), max(max(0, x2 - cw), min(x1, w - cw))
-        lo_y, hi_y = max(0, y2 - ch), max(max(0, y2 - ch), min(y1, h - ch))
-        left = min(hi_x, lo_x + int(u[2] * (hi_x - lo_x + 1)))
-        top = min(hi_y, lo_y + int(u[3] * (hi_y - lo_y + 1)))
+            union = (boxes[:, 0].min().item(), boxes[:, 1].min().item(),
+                     boxes[:, 2].max().item(), boxes[:, 3].max().item())
+        left, top, cw, ch = keep_boxes_window(w, h, union, self.min_scale,
+                                              torch.rand(4).tolist())
         return TF.crop(image, top, left, ch, cw), TF.crop(boxes, top, left, ch, cw)
 
 

@@ -162,6 +162,25 @@ class DistillTrainer(DetectionTrainer):
         return DistillDataset(samples, self.has_labels, (self.size, self.mean, self.std),
                               (t.size, t.mean, t.std), augment)
 
+    def make_device_dataset(self, samples: list, draw) -> torch.utils.data.Dataset:
+        from vit_perception.training.distill_data import DistillLetterboxedDataset
+
+        t = self.teacher
+        return DistillLetterboxedDataset(samples, self.has_labels, (self.size, self.mean),
+                                         (t.size, t.mean), draw)
+
+    def device_batch(self, batch) -> tuple[Tensor, list[dict]]:
+        """Also the teacher's frames augmented on the device (same draw, its input size)."""
+        images, targets = super().device_batch(batch)
+        if len(batch) == 3:
+            params = torch.stack([t["teacher_params"] for t in batch[1]])
+            frames = torch.stack([t["teacher_image"] for t in targets])
+            teacher_images = self.augment_batch(frames, params, self.teacher.mean,
+                                                self.teacher.std)
+            for target, image in zip(targets, teacher_images):
+                target["teacher_image"] = image
+        return images, targets
+
     # ------------------------------------------------------------------ state
     def state_objects(self) -> dict:
         return {**super().state_objects(), "translator": self.translator}

@@ -86,3 +86,39 @@ class DistillDataset(torch.utils.data.Dataset):
         target["has_labels"] = torch.tensor(self.has_labels[index])
         return x, target
 
+
+
+class DistillLetterboxedDataset(torch.utils.data.Dataset):
+    """``DistillDataset`` for augmentation on the device (``train.augment_device``):
+    ``(student frame uint8 [3, Hs, Ws], target, student params)``; the target also holds the
+    teacher's frame ``teacher_image`` (uint8 ``[3, Ht, Wt]``) with its ``teacher_params`` row
+    (the same draw, for the teacher's input), ``input_map`` and ``has_labels``."""
+
+    def __init__(self, samples: list[Sample], has_labels: Sequence[bool],
+                 student: tuple[tuple[int, int], list], teacher: tuple[tuple[int, int], list],
+                 draw=None):
+        from vit_perception.training.device_data import LetterboxedDataset, mean_fill
+
+        if len(samples) != len(has_labels):
+            raise ValueError("one has_labels flag per sample")
+        self.student = LetterboxedDataset(samples, student[0], student[1], draw)
+        self.has_labels = [bool(h) for h in has_labels]
+        self.teacher_size, self.teacher_fill = teacher[0], mean_fill(teacher[1])
+
+    def __len__(self) -> int:
+        return len(self.student)
+
+    def __getitem__(self, item) -> tuple[Tensor, dict, Tensor]:
+        from vit_perception.training.device_data import letterbox_uint8
+        from vit_perception.training.translator import input_map
+
+        index, aug = self.student.sample_augment(item)
+        frame, target, params = self.student.load(index, aug)
+        image = np.asarray(self.student.samples[index].image)
+        teacher_frame, lb_t = letterbox_uint8(image, self.teacher_size, self.teacher_fill)
+        target["teacher_image"] = teacher_frame
+        target["teacher_params"] = aug.params(lb_t)
+        target["input_map"] = input_map(aug.letterbox(self.teacher_size),
+                                        aug.letterbox(self.student.size))
+        target["has_labels"] = torch.tensor(self.has_labels[index])
+        return frame, target, params

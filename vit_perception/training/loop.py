@@ -75,10 +75,13 @@ class DetectionTrainer(RunTrainer):
 
     def prepare_config(self, cfg: dict) -> dict:
         from vit_perception.training.dataset import resolve_classes
+        from vit_perception.training.options import augment_on_device
 
         cfg["classes"] = resolve_classes(cfg.get("classes"), self.class_bags(),
                                          self.image_topic, self.labels_topic)
         cfg["train"] = train_options(cfg)
+        self.augment_on_device = augment_on_device(str(cfg["train"]["augment_device"]),
+                                                   self.device)
         self.size = (int(cfg["input"]["width"]), int(cfg["input"]["height"]))
         self.mean, self.std = cfg["input"]["mean"], cfg["input"]["std"]
         return cfg
@@ -134,14 +137,25 @@ class DetectionTrainer(RunTrainer):
             len(self.train_samples), mode=str(o["sampler"]), factors=factors,
             samples_per_epoch=o.get("samples_per_epoch"), seed=int(o["seed"]),
             rank=self.dist.rank, world_size=self.dist.world_size)
-        dataset = self.make_dataset(self.train_samples,
-                                    Augment.from_options(o["augment"], self.mean))
+        if self.augment_on_device:  # uint8 letterboxed frames; batch_augment on the device
+            from vit_perception.training.augment_draw import AugmentDraw
+            from vit_perception.training.device_data import collate as collate_frames
+
+            dataset = self.make_device_dataset(self.train_samples,
+                                               AugmentDraw.from_options(o["augment"]))
+            collate_fn = collate_frames
+        else:
+            dataset = self.make_dataset(self.train_samples,
+                                        Augment.from_options(o["augment"], self.mean))
+            collate_fn = collate
+        log.info("augmentation on the %s", self.device.type if self.augment_on_device
+                 else "CPU (loader)")
         workers = int(o["workers"])
         # workers live across epochs (the sampler runs in this process, so its per-epoch state
         # still reaches them): no start-up cost at each epoch boundary
         self.loader = torch.utils.data.DataLoader(
             dataset, batch_size=int(o["batch_size"]), sampler=self.sampler, num_workers=workers,
-            collate_fn=collate, pin_memory=self.device.type == "cuda",
+            collate_fn=collate_fn, pin_memory=self.device.type == "cuda",
             persistent_workers=workers > 0 and bool(o.get("persistent_workers", True)),
             prefetch_factor=4 if workers > 0 else None)
         self.steps_per_epoch = math.ceil(self.sampler.per_rank() / int(o["batch_size"]))
@@ -165,6 +179,13 @@ class DetectionTrainer(RunTrainer):
         from vit_perception.training.dataset import DetectionDataset
 
         return DetectionDataset(samples, self.size, self.mean, self.std, augment)
+
+    def make_device_dataset(self, samples: list, draw) -> torch.utils.data.Dataset:
+        """``dataset[(index, seed)] -> (uint8 frame, target, params)`` over ``samples`` for
+        augmentation on the device (``draw``: ``augment_draw.AugmentDraw``)."""
+        from vit_perception.training.device_data import LetterboxedDataset
+
+        return LetterboxedDataset(samples, self.size, self.mean, draw)
 
     # ------------------------------------------------------------------ state
     def state_objects(self) -> dict:
@@ -194,12 +215,28 @@ class DetectionTrainer(RunTrainer):
     def log_keys(self) -> tuple[str, ...]:
         return ("loss", "loss_ce", "loss_bbox", "loss_giou")
 
+    def device_batch(self, batch) -> tuple[torch.Tensor, list[dict]]:
+        """The loader's batch on the device: ``(images, targets)`` as they are, or ``(uint8
+        frames, targets, params)`` augmented and normalised there (``batch_augment``)."""
+        targets = [{k: v.to(self.device) for k, v in t.items()} for t in batch[1]]
+        if len(batch) == 2:
+            return batch[0].to(self.device, non_blocking=True), targets
+        return self.augment_batch(batch[0], batch[2], self.mean, self.std), targets
+
+    def augment_batch(self, frames: torch.Tensor, params: torch.Tensor, mean, std
+                      ) -> torch.Tensor:
+        """uint8 ``frames`` and CPU ``params`` -> the augmented, normalised batch on the
+        device (warp and jitter skipped when no row needs them: known from the CPU rows)."""
+        from vit_perception.training.batch_augment import batch_augment, needs_jitter, needs_warp
+
+        warp, jitter = needs_warp(params), needs_jitter(params)
+        return batch_augment(frames.to(self.device, non_blocking=True), params, mean, std,
+                             warp=warp, jitter=jitter)
+
     def train_step(self, batch) -> dict[str, float]:
-        images, targets = batch
         o = self.opts
         self.set_lr()
-        images = images.to(self.device, non_blocking=True)
-        targets = [{k: v.to(self.device) for k, v in t.items()} for t in targets]
+        images, targets = self.device_batch(batch)
         loss_dict = self.compute_losses(images, targets)
         loss = loss_dict["loss"]
         self.optimizer.zero_grad(set_to_none=True)

@@ -40,6 +40,10 @@ TRAIN_DEFAULTS: dict = {
         "zoom_out_max": 1.6,
         "photometric": 0.5,
     },
+    # where augmentation runs: cpu (per sample in the loader workers), device (the loader
+    # letterboxes uint8 frames, training/batch_augment.py warps and jitters the batch on the
+    # training device), auto (device when training on CUDA, else cpu)
+    "augment_device": "auto",
     "eval_every": 1,  # epochs (0 = not by epochs); see training/eval_schedule.py
     "eval_every_steps": 0,  # also validate every N optimiser steps (0 = off)
     "eval_every_s": 0.0,  # also validate every N seconds of training (0 = off)
@@ -63,3 +67,16 @@ def train_options(cfg: dict) -> dict:
     from vit_perception.config import deep_merge
 
     return deep_merge(copy.deepcopy(TRAIN_DEFAULTS), cfg.get("train") or {})
+
+
+AUGMENT_DEVICES = ("auto", "cpu", "device")
+
+
+def augment_on_device(value: str, device) -> bool:
+    """``train.augment_device`` resolved for a run on ``device`` (a ``torch.device``)."""
+    from vit_perception.config import ConfigError
+
+    if value not in AUGMENT_DEVICES:
+        raise ConfigError(f"train.augment_device: {value!r} is not one of "
+                         f"{', '.join(AUGMENT_DEVICES)}")
+    return value == "device" or (value == "auto" and device.type == "cuda")

@@ -1,0 +1,227 @@
+"""Augmentation on the device (train.augment_device): the loader's uint8 letterboxed frames and
+per-sample parameter rows, warped, jittered and normalised as one batch (here on the CPU, the
+same code as on CUDA), with the boxes moved on the CPU by the same map."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vit_perception.cli import main
+from vit_perception.data.synth import write_synthetic_bag
+from vit_perception.models.box_ops import box_cxcywh_to_xyxy
+from vit_perception.training.augment_draw import AugmentDraw, FrameAugment
+from vit_perception.training.batch_augment import batch_augment, needs_jitter, needs_warp
+from vit_perception.training.dataset import Sample, to_model_input
+from vit_perception.training.device_data import LetterboxedDataset, collate
+
+MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+SIZE = (160, 128)
+RED, GREEN, BACKGROUND = (250, 40, 40), (40, 220, 60), (20, 20, 90)
+
+
+def _painted(w: int = 200, h: int = 150) -> Sample:
+    """Two filled rectangles (their boxes) on a plain background."""
+    img = np.empty((h, w, 3), np.uint8)
+    img[:] = BACKGROUND
+    boxes = np.array([[20, 30, 70, 80], [120, 60, 180, 130]], np.float32)
+    for (x1, y1, x2, y2), colour in zip(boxes.astype(int), (RED, GREEN)):
+        img[y1:y2, x1:x2] = colour
+    return Sample(boxes, np.array([0, 1]), w, h, "painted", _image=img)
+
+
+def _batch(ds, items):
+    frames, targets, params = collate([ds[i] for i in items])
+    images = batch_augment(frames, params, MEAN, STD, warp=needs_warp(params),
+                           jitter=needs_jitter(params))
+    return images, targets, params
+
+
+def _pixels(images: torch.Tensor) -> torch.Tensor:
+    """Normalised model input -> 0..255 RGB ``[B, 3, H, W]``."""
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1) * 255
+    return images * torch.tensor(STD).view(1, 3, 1, 1) * 255 + mean
+
+
+def _input_boxes(target: dict) -> torch.Tensor:
+    w, h = SIZE
+    return box_cxcywh_to_xyxy(target["boxes"]) * torch.tensor([w, h, w, h])
+
+
+@pytest.mark.parametrize("frame_size", [(200, 120), (160, 128), (100, 128)])
+def test_identity_parameters_reproduce_the_cpu_preprocess(frame_size):
+    w, h = frame_size
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    s = Sample(np.array([[10.0, 12.0, 50.0, 60.0]], np.float32), np.array([1]), w, h, "x",
+               _image=img)
+    frames, targets, params = collate([LetterboxedDataset([s], SIZE, MEAN)[(0, 3)]])
+    assert frames.dtype == torch.uint8 and frames.shape == (1, 3, SIZE[1], SIZE[0])
+    assert not needs_warp(params) and not needs_jitter(params)
+    ref, ref_target = to_model_input(torch.from_numpy(img).permute(2, 0, 1),
+                                     torch.from_numpy(s.boxes), torch.from_numpy(s.labels),
+                                     SIZE, MEAN, STD)
+    assert torch.equal(batch_augment(frames, params, MEAN, STD, warp=False, jitter=False)[0],
+                       ref)
+    # the warp itself with identity rows moves nothing (pixel centres sample pixel centres)
+    warped = batch_augment(frames, params, MEAN, STD)[0]
+    assert (warped - ref).abs().max() < 1e-3
+    assert torch.equal(targets[0]["labels"], ref_target["labels"])
+    assert torch.allclose(targets[0]["boxes"], ref_target["boxes"], atol=1e-6)
+
+
+def test_flip_mirrors_image_and_boxes_of_each_sample_only():
+    s = _painted()  # letterboxed with top/bottom padding: the flip keeps the frame in place
+    ds = LetterboxedDataset([s], SIZE, MEAN)
+    frames, targets, _ = collate([ds[0], ds[0]])
+    flip, plain = FrameAugment(200, 150, flip=True), FrameAugment(200, 150)
+    params = torch.stack([flip.params(_lb(s)), plain.params(_lb(s))])
+    out = batch_augment(frames, params, MEAN, STD)
+    base = batch_augment(frames, params[1:].repeat(2, 1), MEAN, STD, warp=False)
+    assert (out[0] - base[0].flip(-1)).abs().max() < 1e-3
+    assert (out[1] - base[1]).abs().max() < 1e-3  # its neighbour in the batch is not flipped
+    boxes, labels = flip.boxes(s.boxes, s.labels)
+    assert labels.tolist() == [0, 1]
+    assert boxes.tolist() == [[130, 30, 180, 80], [20, 60, 80, 130]]  # 200 - x2, 200 - x1
+    # and the flipped boxes frame the flipped pixels
+    target = LetterboxedDataset([s], SIZE, MEAN, _Fixed(flip))[0][1]
+    x1, y1, x2, y2 = _input_boxes(target)[0].round().int().tolist()
+    red = _pixels(out[:1])[0]
+    assert (red[:, y1 + 1:y2 - 1, x1 + 1:x2 - 1] - torch.tensor(RED).view(3, 1, 1)).abs().max() \
+        < 3
+
+
+class _Fixed:
+    """An ``AugmentDraw`` stand-in that returns one given augmentation."""
+
+    def __init__(self, aug: FrameAugment):
+        self.aug = aug
+
+    def __call__(self, seed, w, h, boxes):
+        return self.aug
+
+
+def _lb(s: Sample):
+    from vit_perception.models.preprocess import letterbox_params
+
+    return letterbox_params(s.width, s.height, *SIZE)
+
+
+def test_zoom_and_crop_move_the_pixels_where_the_boxes_go():
+    s = _painted()
+    draw = AugmentDraw(hflip=0.5, crop=1.0, crop_min_scale=0.4, zoom_out=0.5, zoom_out_max=1.6,
+                       photometric=0.0)
+    ds = LetterboxedDataset([s], SIZE, MEAN, draw)
+    items = [(0, seed) for seed in range(10)]
+    images, targets, params = _batch(ds, items)
+    assert needs_warp(params)
+    zoomed = cropped = 0
+    for k, ((_, seed), image, target, row) in enumerate(zip(items, _pixels(images), targets,
+                                                            params)):
+        aug = draw(seed, s.width, s.height, s.boxes)
+        zoomed += aug.offset_x > 0 or aug.offset_y > 0
+        cropped += aug.size != (s.width, s.height)
+        # the crop keeps every box whole: both kept, each scaled exactly by the map
+        assert target["labels"].tolist() == [0, 1], seed
+        boxes = _input_boxes(target)
+        lb = _lb(s)  # frame -> source input, then the row's map -> output (per axis)
+        scale = torch.tensor([abs(float(row[0])) * lb.scale_x, float(row[2]) * lb.scale_y])
+        sizes = boxes[:, 2:] - boxes[:, :2]
+        assert torch.allclose(sizes, torch.from_numpy(s.boxes[:, 2:] - s.boxes[:, :2]) * scale,
+                              atol=1e-3), seed
+        x0, y0, x1, y1 = row[4:8].tolist()  # the augmented frame's extent in the input
+        assert (boxes[:, 0] >= x0 - 1e-4).all() and (boxes[:, 2] <= x1 + 1e-4).all(), seed
+        assert (boxes[:, 1] >= y0 - 1e-4).all() and (boxes[:, 3] <= y1 + 1e-4).all(), seed
+        for (bx1, by1, bx2, by2), colour in zip(boxes.tolist(), (RED, GREEN)):
+            inner = image[:, int(by1) + 2:int(by2) - 1, int(bx1) + 2:int(bx2) - 1]
+            assert inner.numel() > 0, seed
+            err = (inner - torch.tensor(colour, dtype=torch.float32).view(3, 1, 1)).abs()
+            assert err.max() < 3, (seed, colour, err.max())
+            # a ring two pixels outside the box is not the box's colour
+            ring = [image[:, int(by1) - 2, int(bx1):int(bx2)], image[:, int(by2) + 2,
+                                                                  int(bx1):int(bx2)]]
+            for line in ring:
+                if line.numel() and int(by1) - 2 >= 0 and int(by2) + 2 < SIZE[1]:
+                    off = (line - torch.tensor(colour, dtype=torch.float32).view(3, 1)).abs()
+                    assert off.amax(0).min() > 20, (seed, colour)
+        # outside the augmented frame's extent: the letterbox padding, zero after normalising
+        outside = images.new_ones(SIZE[1], SIZE[0], dtype=torch.bool)
+        outside[int(y0):int(y1), int(x0):int(x1)] = False
+        if outside.any():
+            assert images[k][:, outside].abs().max() == 0, seed
+    assert zoomed >= 2 and cropped >= 5  # the seeds exercised both
+
+
+def test_boxes_are_clipped_to_the_crop_and_dropped_below_a_pixel():
+    aug = FrameAugment(200, 150, offset_x=-30, offset_y=0, aug_w=100, aug_h=150)
+    boxes, labels = aug.boxes(np.array([[20, 10, 60, 40], [25, 10, 30.5, 40], [110, 5, 140, 9]],
+                                       np.float32), np.array([0, 1, 2]))
+    # box 0 clipped at the window's left edge, box 1 now 0.5 px wide (dropped), box 2 kept
+    assert labels.tolist() == [0, 2]
+    assert boxes.tolist() == [[0, 10, 30, 40], [80, 5, 100, 9]]
+
+
+def test_photometric_factors_apply_per_sample():
+    s = _painted()
+    ds = LetterboxedDataset([s], SIZE, MEAN)
+    frames, _, _ = collate([ds[0], ds[0]])
+    bright = FrameAugment(s.width, s.height, brightness=1.2).params(_lb(s))
+    plain = FrameAugment(s.width, s.height).params(_lb(s))
+    params = torch.stack([bright, plain])
+    assert needs_jitter(params) and not needs_warp(params)
+    out = _pixels(batch_augment(frames, params, MEAN, STD, warp=False))
+    inside = frames[0].float()[:, 20:100, 10:150]  # inside the frame's extent
+    assert torch.allclose(out[0][:, 20:100, 10:150], (inside * 1.2).clamp(0, 255), atol=1e-3)
+    assert torch.allclose(out[1][:, 20:100, 10:150], inside, atol=1e-3)
+
+
+def test_the_same_seed_gives_the_same_batch():
+    s = _painted()
+    draw = AugmentDraw(hflip=0.5, crop=0.7, zoom_out=0.5, photometric=1.0)
+    ds = LetterboxedDataset([s, s], SIZE, MEAN, draw)
+    items = [(0, 11), (1, 12), (0, 13)]
+    a, b = _batch(ds, items), _batch(ds, items)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[2], b[2])
+    for ta, tb in zip(a[1], b[1]):
+        assert torch.equal(ta["boxes"], tb["boxes"])
+    other = _batch(ds, [(0, 14), (1, 15), (0, 16)])
+    assert not torch.equal(a[2], other[2])
+
+
+@pytest.fixture(scope="module")
+def bags(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bags")
+    train_bag = write_synthetic_bag(root / "train", frames=6, seed=1, size=(160, 120),
+                                    num_classes=2)
+    val_bag = write_synthetic_bag(root / "val", frames=2, seed=2, size=(160, 120), num_classes=2)
+    return str(train_bag), str(val_bag)
+
+
+def _train_argv(bags, out, *extra):
+    return ["train", "--config", "vit_tiny_detr", "--train", bags[0], "--val", bags[1],
+            "--out", str(out), "--no-progress", "--epochs", "1", "--batch-size", "2",
+            "--set", "input.width=96", "--set", "input.height=64",
+            "--set", "train.threads=1", "--set", "train.warmup_steps=0",
+            "--set", "train.log_every_steps=1", "--set", "train.checkpoint_every_s=0",
+            "--set", "train.augment.photometric=1.0", "--set", "train.augment.crop=1.0",
+            "--set", "train.augment.zoom_out=0.5", *extra]
+
+
+def test_train_runs_with_augmentation_on_the_device(bags, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_train_argv(bags, out, "--set", "train.augment_device=device")) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 3 and (out / "best.pt").is_file()
+    losses = [json.loads(line)["loss"] for line in (out / "steps.jsonl").read_text()
+              .splitlines()]
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    assert "augment_device: device" in (out / "config.yaml").read_text()
+
+
+def test_an_unknown_augment_device_is_refused(bags, tmp_path, capsys):
+    assert main(_train_argv(bags, tmp_path / "run", "--set", "train.augment_device=gpu")) == 2
+    err = capsys.readouterr().err
+    assert "train.augment_device" in err and "'gpu'" in err
