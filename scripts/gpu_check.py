@@ -4,7 +4,8 @@ Prints, for each model config: model time (median ms, batch 1, random weights) o
 runner variants (fp32 / fp16 / bf16, autocast or the whole model cast, eager or CUDA graphs,
 torch.compile + graphs for vit_s16_detr), batch 8 frames/s, the predictor end to end on a
 640x480 uint8 frame the way the node calls it (detections only, and all outputs), and the
-training ratio (``train --profile``: whole step against compute-only step). Everything runs
+training ratio (``train --profile``: whole step against compute-only step; augmentation on
+the device, ``train.augment_device``'s CUDA default, and in the loader). Everything runs
 under one time budget, most important first; what does not fit is listed as skipped.
 
 ``--device cpu --quick`` is the dry run of the same code on a CPU (tiny config, small sizes).
@@ -226,6 +227,19 @@ class Check:
         if r:
             print("  " + format_profile(r).replace("\n", "\n  "), flush=True)
         self.free()
+        # the same with augmentation on the other side (train.augment_device: auto is the
+        # device on CUDA, the loader on a CPU)
+        other = "cpu" if self.cuda else "device"
+        cfg_other = load_config(config, {**overrides, "train": {**train,
+                                                                "augment_device": other}})
+        print(f"{config} training ratio, augmentation on the "
+              f"{'CPU (loader)' if other == 'cpu' else 'device'}:", flush=True)
+        r = self.run(f"{config} training ratio augment {other}", 60 if not quick else 5,
+                     lambda: profile_training(cfg_other, device=str(self.device), steps=steps,
+                                              warmup=2 if quick else 5, synthetic=frames))
+        if r:
+            print("  " + format_profile(r).replace("\n", "\n  "), flush=True)
+        self.free()
 
     def free(self) -> None:
         import gc
@@ -251,7 +265,12 @@ class Check:
         if end:
             print(f"  predictor end to end <= 2.5 ms: {end['ms']:.2f} ms")
         if ratio:
-            print(f"  training >= 80% of compute-only: {100 * ratio['ratio']:.0f}%")
+            print(f"  training >= 80% of compute-only: {100 * ratio['ratio']:.0f}% "
+                  f"(augmentation on the {ratio.get('augment', 'cpu')})")
+        for side in ("cpu", "device"):
+            other = r.get(f"{MAIN} training ratio augment {side}")
+            if other:
+                print(f"    with augmentation on the {side}: {100 * other['ratio']:.0f}%")
 
 
 def environment(device: str) -> None:

@@ -225,3 +225,75 @@ def test_an_unknown_augment_device_is_refused(bags, tmp_path, capsys):
     assert main(_train_argv(bags, tmp_path / "run", "--set", "train.augment_device=gpu")) == 2
     err = capsys.readouterr().err
     assert "train.augment_device" in err and "'gpu'" in err
+
+
+def _train_cfg(**train) -> dict:
+    from vit_perception.config import load_config
+
+    cfg = load_config("vit_tiny_detr", {
+        "input": {"width": 96, "height": 64},
+        "train": {"batch_size": 2, "warmup_steps": 0, "log_every_steps": 1, "ema_decay": 0.9,
+                  "checkpoint_every_s": 0, "seed": 3, "threads": 1, "augment_device": "device",
+                  "augment": {"crop": 1.0, "zoom_out": 0.5, "photometric": 1.0}}})
+    cfg["train"].update(train)
+    return cfg
+
+
+def test_killed_run_resumes_on_the_same_curve_with_device_augmentation(bags, tmp_path):
+    from vit_perception.training import StopTraining, train
+
+    kwargs = {"epochs": 2, "samples_per_epoch": 4, "checkpoint_every_steps": 1,
+              "eval_every": 0}  # validation only at the end: faster
+    full = train(_train_cfg(**kwargs), [bags[0]], [bags[1]], tmp_path / "full", progress=False)
+
+    def kill_at_4(step, losses):  # last.pt was written at step 3, mid epoch 2
+        if step == 4:
+            raise StopTraining("simulated kill")
+
+    with pytest.raises(StopTraining):
+        train(_train_cfg(**kwargs), [bags[0]], [bags[1]], tmp_path / "cut", progress=False,
+              step_callback=kill_at_4)
+    train(_train_cfg(**kwargs), [bags[0]], [bags[1]], tmp_path / "cut", resume=True,
+          progress=False)
+    a, b = [{r["step"]: r["loss"] for r in map(json.loads, (tmp_path / run / "steps.jsonl")
+                                                .read_text().splitlines())}
+            for run in ("full", "cut")]
+    assert full["steps"] == 4 and sorted(a) == sorted(b) == [1, 2, 3, 4]
+    for step in a:  # the resumed step 4 saw the same frames under the same augmentation
+        assert b[step] == pytest.approx(a[step], rel=1e-4, abs=1e-5), (step, a, b)
+
+
+def test_distill_augments_the_teachers_frames_with_the_same_draw(bags, tmp_path):
+    """Without augmentation the device path gives the CPU path's student and teacher inputs
+    and coordinate map; with it, a short distillation runs."""
+    from vit_perception.config import load_config
+    from vit_perception.models.builder import build
+    from vit_perception.models.checkpoint import save_checkpoint
+    from vit_perception.training.dataset import load_frames
+    from vit_perception.training.distill import distill
+    from vit_perception.training.distill_data import DistillDataset, DistillLetterboxedDataset
+
+    samples = load_frames([bags[1]], ["green_ball", "red_cube"], "/camera/image_raw", "/labels")
+    student, teacher = ((96, 64), MEAN, STD), ((96, 96), [0.5] * 3, [0.25] * 3)
+    cpu = DistillDataset(samples, [True] * len(samples), student, teacher)
+    dev = DistillLetterboxedDataset(samples, [True] * len(samples), student[:2], teacher[:2])
+    ref_image, ref = cpu[(0, 5)]
+    frame, target, params = dev[(0, 5)]
+    assert torch.equal(batch_augment(frame[None], params[None], MEAN, STD, warp=False)[0],
+                       ref_image)
+    t = batch_augment(target["teacher_image"][None], target["teacher_params"][None], [0.5] * 3,
+                      [0.25] * 3, warp=False)[0]
+    assert torch.equal(t, ref["teacher_image"])
+    assert torch.allclose(target["input_map"], ref["input_map"])
+    assert torch.allclose(target["boxes"], ref["boxes"], atol=1e-6)
+
+    cfg = load_config("vit_tiny_detr", {"input": {"width": 96, "height": 96},
+                                        "classes": ["green_ball", "red_cube"],
+                                        "model": {"backbone": {"embed_dim": 96, "depth": 2}}})
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "teacher.pt", build(cfg)[0], cfg)
+    result = distill(_train_cfg(epochs=1, samples_per_epoch=4, ema_decay=0.0),
+                     tmp_path / "teacher.pt", [bags[0]], [bags[1]], tmp_path / "run",
+                     progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "steps.jsonl").read_text().splitlines()]
+    assert result["steps"] == 2 and all(np.isfinite(r["loss_kd_ce"]) for r in rows)

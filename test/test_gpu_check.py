@@ -43,7 +43,8 @@ def test_cpu_dry_run_prints_every_figure(monkeypatch, capsys):
     for line in ("fp32 eager", "bf16 autocast eager", "fp16 cast half graphs (default fp16): "
                  "n/a on cpu", "batch 2, fp16 cast half:", "detections only", "all outputs",
                  "2 frames in one batch", "training step, whole", "training step, compute only",
-                 "ratio whole / compute-only", "0 failed"):
+                 "ratio whole / compute-only", "training ratio, augmentation on the device:",
+                 "augmentation on the device, ", "0 failed"):
         assert line in out, line
 
 

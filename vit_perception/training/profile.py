@@ -6,7 +6,9 @@ scheduled validations, timed between the optimiser steps after ``warmup`` steps 
 evaluation is not counted). The compute-only step is the same trainer's ``train_step`` (same
 model, criterion, optimiser, autocast, batch size) on one fixed batch of random images already
 on the device with random targets. Their ratio says how much of the device the pipeline
-keeps busy; it is a figure on the CPU as well as on a GPU.
+keeps busy; it is a figure on the CPU as well as on a GPU. With ``train.augment_device`` on
+the device the whole step includes ``batch_augment`` and the compute-only step does not (its
+batch is ready): augmentation counts as pipeline, on either side.
 """
 
 from __future__ import annotations
@@ -77,7 +79,8 @@ def profile_training(cfg: dict, train_bags: Sequence[str | Path] | None = None,
     from ``synthetic_samples`` in memory (for a machine without the bag and OpenCV
     dependencies). Returns ``whole_images_per_s``, ``compute_images_per_s``, ``ratio``,
     ``ratio_without_validation``, ``batch``, ``steps``, ``epochs``, ``evaluations`` and
-    ``validation_s`` (during the timed part) and ``device``.
+    ``validation_s`` (during the timed part), ``device`` and ``augment`` (``"cpu"``: in the
+    loader, ``"device"``: ``batch_augment`` on the training device; ``train.augment_device``).
     """
     from vit_perception.config import deep_merge
     from vit_perception.training.distributed import cleanup, setup
@@ -115,12 +118,13 @@ def profile_training(cfg: dict, train_bags: Sequence[str | Path] | None = None,
         inside = [s for step, s in evals if warmup <= step < warmup + steps]
         compute_s = _compute_only(trainer, batch, steps, warmup)
         epochs = trainer.epoch
+        augment = "device" if trainer.augment_on_device else "cpu"
     whole, compute = steps * batch / whole_s, steps * batch / compute_s
     no_val = steps * batch / max(whole_s - sum(inside), 1e-9)
     return {"whole_images_per_s": whole, "compute_images_per_s": compute,
             "ratio": whole / compute, "ratio_without_validation": no_val / compute,
             "batch": batch, "steps": steps, "epochs": epochs, "evaluations": len(inside),
-            "validation_s": sum(inside), "device": str(dev)}
+            "validation_s": sum(inside), "device": str(dev), "augment": augment}
 
 
 def _trainer(cfg: dict, train_bags, val_bags, synthetic, out: str, dist, dev, kwargs) -> Any:
@@ -179,7 +183,8 @@ def format_profile(result: dict[str, Any]) -> str:
             f"training step, compute only (same model and batch {result['batch']}, random "
             f"targets on the device): {result['compute_images_per_s']:.1f} images/s\n"
             f"ratio whole / compute-only: {100 * result['ratio']:.0f}% "
-            f"({result['steps']} timed steps on {result['device']}, "
+            f"({result['steps']} timed steps on {result['device']}, augmentation on the "
+            f"{'device' if result.get('augment') == 'device' else 'CPU (loader)'}, "
             f"{result['evaluations']} validations among them taking "
             f"{result['validation_s']:.1f} s; without them "
             f"{100 * result['ratio_without_validation']:.0f}%)")
