@@ -178,6 +178,23 @@ def test_photometric_factors_apply_per_sample():
     assert torch.allclose(out[1][:, 20:100, 10:150], inside, atol=1e-3)
 
 
+def test_brightness_contrast_saturation_compose_as_torchvision_applies_them():
+    from torchvision.transforms.v2 import functional as TF
+
+    rng = np.random.default_rng(1)
+    img = rng.integers(60, 190, (SIZE[1], SIZE[0], 3), dtype=np.uint8)  # fills the input
+    s = Sample(np.zeros((0, 4), np.float32), np.zeros(0, np.int64), *SIZE, "x", _image=img)
+    frames, _, _ = collate([LetterboxedDataset([s], SIZE, MEAN)[0]] * 2)
+    factors = [(0.8, 1.25, 0.75), (1.1, 0.7, 1.3)]
+    params = torch.stack([FrameAugment(*SIZE, brightness=b, contrast=c, saturation=t)
+                          .params(_lb(s)) for b, c, t in factors])
+    out = _pixels(batch_augment(frames, params, MEAN, STD, warp=False))
+    for k, (b, c, t) in enumerate(factors):  # no step overshoots 0..255 on these pixels
+        ref = frames[k].float() / 255
+        ref = TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(ref, b), c), t)
+        assert (out[k] - ref * 255).abs().max() < 0.05, k
+
+
 def test_the_same_seed_gives_the_same_batch():
     s = _painted()
     draw = AugmentDraw(hflip=0.5, crop=0.7, zoom_out=0.5, photometric=1.0)

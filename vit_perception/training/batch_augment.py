@@ -5,11 +5,12 @@ letterboxed into the model input (``[B, 3, H, W]``, one fixed shape, pinned for 
 and one ``PARAMS`` row per sample (``augment_draw.FrameAugment.params``, drawn on the CPU):
 
 1. the per-sample affine map (flip, zoom-out, the crop that keeps the boxes whole, and the
-   letterbox of the augmented frame) as one ``affine_grid`` + bilinear ``grid_sample`` of the
-   batch; what falls outside the frame is the mean colour, as on the CPU path's canvas;
+   letterbox of the augmented frame) as one bilinear ``grid_sample`` of the batch (the grid is
+   ``affine_grid``'s for a diagonal map, built from two vectors); what falls outside the frame
+   is the mean colour, as on the CPU path's canvas;
 2. brightness, contrast (against the mean grey of the augmented frame) and saturation, each
-   sample with its own factors, applied in that order (torchvision's ColorJitter shuffles the
-   order per call; the factors' ranges are the same);
+   sample with its own factors, applied in that order as one 3x3 colour matrix (torchvision's
+   ColorJitter shuffles the order per call and clips after each step; the ranges are the same);
 3. normalisation with ``mean``/``std``, and zero (the mean) outside the augmented frame's extent
    in the input, the runtime's letterbox padding.
 
@@ -53,24 +54,28 @@ def batch_augment(images: Tensor, params: Tensor, mean: Sequence[float], std: Se
     b, _, h, w = images.shape
     p = params.to(images.device, torch.float32, non_blocking=True)
     mean255, inv_std = _normalisers(tuple(mean), tuple(std), images.device)
-    x = images.float()
+    x = images.float().sub_(mean255)  # centred on the mean colour: grid_sample's zero fill
     if warp:
-        x = F.grid_sample(x - mean255, _grid(p, h, w), mode="bilinear", padding_mode="zeros",
-                          align_corners=False) + mean255
+        x = F.grid_sample(x, _grid(p, h, w), mode="bilinear", padding_mode="zeros",
+                          align_corners=False)
     inside = _extent_mask(p[:, 4:8], h, w)  # [B, 1, H, W]
     if jitter:
-        x = _jitter(x, p[:, 8:11], inside)
-    return (x - mean255) * inv_std * inside
+        x = _jitter(x, p[:, 8:11], inside, mean255)
+    return x.mul_(inv_std).mul_(inside)
 
 
 def _grid(p: Tensor, h: int, w: int) -> Tensor:
-    """``affine_grid`` of the inverse maps: output pixel ``q`` samples source ``(q - c) / m``
-    (in [-1, 1] units, pixel centres at ``(2i + 1) / n - 1``)."""
-    theta = p.new_zeros(len(p), 2, 3)
-    for row, (m, c, n) in enumerate(((p[:, 0], p[:, 1], w), (p[:, 2], p[:, 3], h))):
-        theta[:, row, row] = 1 / m
-        theta[:, row, 2] = 1 / m - 2 * c / (m * n) - 1
-    return F.affine_grid(theta, [len(p), 3, h, w], align_corners=False)
+    """The sampling grid of the inverse maps: output pixel ``q`` samples source ``(q - c) / m``
+    in ``grid_sample``'s [-1, 1] units (pixel centres at ``(2i + 1) / n - 1``). The maps are
+    separable (scale and shift per axis), so the grid is two broadcast vectors (what
+    ``affine_grid`` would compute with a diagonal ``theta``)."""
+    axes = []
+    for m, c, n in ((p[:, 0:1], p[:, 1:2], w), (p[:, 2:3], p[:, 3:4], h)):
+        q = torch.arange(n, device=p.device, dtype=torch.float32) + 0.5  # pixel centres
+        axes.append(((q - c) / m) * (2.0 / n) - 1.0)  # [B, n]
+    gx, gy = axes
+    return torch.stack((gx[:, None, :].expand(-1, h, -1), gy[:, :, None].expand(-1, -1, w)),
+                       dim=-1)
 
 
 def _extent_mask(extent: Tensor, h: int, w: int) -> Tensor:
@@ -82,16 +87,31 @@ def _extent_mask(extent: Tensor, h: int, w: int) -> Tensor:
     return (in_y[:, None, :, None] & in_x[:, None, None, :]).float()
 
 
-def _jitter(x: Tensor, factors: Tensor, inside: Tensor) -> Tensor:
-    """Brightness, contrast, saturation of 0-255 ``x`` with per-sample ``factors [B, 3]``."""
-    grey_w = x.new_tensor(GREY).view(1, 3, 1, 1)
-    f = factors[:, :, None, None, None]  # [B, 3, 1, 1, 1]
-    x = (x * f[:, 0]).clamp(0, 255)
-    grey = (x * grey_w).sum(1, keepdim=True)
-    mean = (grey * inside).sum((2, 3), keepdim=True) / inside.sum((2, 3), keepdim=True).clamp(1)
-    x = ((x - mean) * f[:, 1] + mean).clamp(0, 255)
-    grey = (x * grey_w).sum(1, keepdim=True)
-    return ((x - grey) * f[:, 2] + grey).clamp(0, 255)
+def _jitter(x: Tensor, factors: Tensor, inside: Tensor, mean255: Tensor) -> Tensor:
+    """Brightness ``b``, contrast ``c``, saturation ``s`` (``factors [B, 3]``) of the mean-centred
+    0-255 batch ``x``, composed into one 3x3 colour matrix and offset per sample:
+
+        brightness  x1 = b x
+        contrast    x2 = c x1 + (1 - c) g       (g: mean grey of x1 over the frame's extent)
+        saturation  x3 = S x2,  S = s I + (1 - s) 1 w^T   (w: the grey weights)
+
+    so ``x3 = (c b S) x + (1 - c) g S 1``, one pass over the pixels, clipped to 0..255 once
+    (torchvision clips after each operation too; that differs only where a step overshoots).
+    Returns the result centred on the mean colour again."""
+    bsz = len(x)
+    grey_w = x.new_tensor(GREY)
+    m = mean255.view(1, 3)
+    bright, contrast, sat = factors[:, 0], factors[:, 1], factors[:, 2]
+    grey = F.conv2d(x, grey_w.view(1, 3, 1, 1))  # [B, 1, H, W] grey of the centred pixels
+    area = inside.sum((1, 2, 3)).clamp(min=1)
+    g = bright * ((grey * inside).sum((1, 2, 3)) / area + (grey_w * m).sum())  # [B]
+    eye = torch.eye(3, device=x.device).expand(bsz, 3, 3)
+    sat_m = sat[:, None, None] * eye + (1 - sat)[:, None, None] * grey_w.expand(bsz, 1, 3)
+    a = (contrast * bright)[:, None, None] * sat_m  # [B, 3, 3]
+    t = ((1 - contrast) * g)[:, None] * sat_m.sum(2)  # [B, 3]
+    bias = (a @ m[0]) + t - m  # raw = a (x + m) + t; returned centred: raw - m
+    out = torch.baddbmm(bias[:, :, None], a, x.reshape(bsz, 3, -1)).view_as(x)
+    return out.clamp_(-mean255, 255 - mean255)
 
 
 @functools.lru_cache(maxsize=8)

@@ -60,7 +60,7 @@ def augmented_target(aug: FrameAugment, sample: Sample, size: tuple[int, int]
 
     boxes, labels = aug.boxes(sample.boxes, sample.labels)
     w, h = int(size[0]), int(size[1])
-    b = box_xyxy_to_cxcywh(aug.letterbox(size).to_input(torch.from_numpy(boxes)))
+    b = box_xyxy_to_cxcywh(torch.as_tensor(aug.letterbox(size).to_input(boxes)))
     return {"labels": torch.from_numpy(np.asarray(labels, np.int64)),
             "boxes": (b / b.new_tensor([w, h, w, h])).clamp(0, 1).float()}
 
