@@ -228,14 +228,15 @@ class Check:
             print("  " + format_profile(r).replace("\n", "\n  "), flush=True)
         self.free()
         # the same with augmentation on the other side (train.augment_device: auto is the
-        # device on CUDA, the loader on a CPU)
+        # device on CUDA, the loader on a CPU); 50 timed steps, to leave the budget to the rest
         other = "cpu" if self.cuda else "device"
         cfg_other = load_config(config, {**overrides, "train": {**train,
                                                                 "augment_device": other}})
         print(f"{config} training ratio, augmentation on the "
               f"{'CPU (loader)' if other == 'cpu' else 'device'}:", flush=True)
         r = self.run(f"{config} training ratio augment {other}", 60 if not quick else 5,
-                     lambda: profile_training(cfg_other, device=str(self.device), steps=steps,
+                     lambda: profile_training(cfg_other, device=str(self.device),
+                                              steps=steps if quick else 50,
                                               warmup=2 if quick else 5, synthetic=frames))
         if r:
             print("  " + format_profile(r).replace("\n", "\n  "), flush=True)

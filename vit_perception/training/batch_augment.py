@@ -99,7 +99,7 @@ def _jitter(x: Tensor, factors: Tensor, inside: Tensor, mean255: Tensor) -> Tens
     (torchvision clips after each operation too; that differs only where a step overshoots).
     Returns the result centred on the mean colour again."""
     bsz = len(x)
-    grey_w = x.new_tensor(GREY)
+    grey_w = _grey_weights(x.device)
     m = mean255.view(1, 3)
     bright, contrast, sat = factors[:, 0], factors[:, 1], factors[:, 2]
     grey = F.conv2d(x, grey_w.view(1, 3, 1, 1))  # [B, 1, H, W] grey of the centred pixels
@@ -112,6 +112,13 @@ def _jitter(x: Tensor, factors: Tensor, inside: Tensor, mean255: Tensor) -> Tens
     bias = (a @ m[0]) + t - m  # raw = a (x + m) + t; returned centred: raw - m
     out = torch.baddbmm(bias[:, :, None], a, x.reshape(bsz, 3, -1)).view_as(x)
     return out.clamp_(-mean255, 255 - mean255)
+
+
+@functools.lru_cache(maxsize=8)
+def _grey_weights(device: torch.device) -> Tensor:
+    """``GREY`` on ``device``, made once (no host-to-device copy per batch)."""
+    with torch.inference_mode(False):
+        return torch.tensor(GREY, device=device)
 
 
 @functools.lru_cache(maxsize=8)
