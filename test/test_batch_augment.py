@@ -227,9 +227,11 @@ def _train_argv(bags, out, *extra):
             "--set", "train.augment.zoom_out=0.5", *extra]
 
 
-def test_train_runs_with_augmentation_on_the_device(bags, tmp_path, capsys):
+def test_train_runs_with_augmentation_on_the_device(bags, tmp_path, capsys, caplog):
     out = tmp_path / "run"
-    assert main(_train_argv(bags, out, "--set", "train.augment_device=device")) == 0
+    with caplog.at_level("INFO", logger="vit_perception.training.loop"):
+        assert main(_train_argv(bags, out, "--set", "train.augment_device=device")) == 0
+    assert "augmentation in batches on cpu" in caplog.text
     summary = json.loads(capsys.readouterr().out)
     assert summary["steps"] == 3 and (out / "best.pt").is_file()
     losses = [json.loads(line)["loss"] for line in (out / "steps.jsonl").read_text()

@@ -148,8 +148,8 @@ class DetectionTrainer(RunTrainer):
             dataset = self.make_dataset(self.train_samples,
                                         Augment.from_options(o["augment"], self.mean))
             collate_fn = collate
-        log.info("augmentation on the %s", self.device.type if self.augment_on_device
-                 else "CPU (loader)")
+        log.info("augmentation %s", f"in batches on {self.device}" if self.augment_on_device
+                 else "per sample in the data loader")
         workers = int(o["workers"])
         # workers live across epochs (the sampler runs in this process, so its per-epoch state
         # still reaches them): no start-up cost at each epoch boundary
