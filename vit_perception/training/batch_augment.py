@@ -51,7 +51,7 @@ def batch_augment(images: Tensor, params: Tensor, mean: Sequence[float], std: Se
     """``images [B, 3, H, W]`` uint8 + ``params [B, len(PARAMS)]`` -> normalised float32
     ``[B, 3, H, W]`` on ``images.device``. ``warp``/``jitter`` False skip those steps (the
     caller knows from the CPU rows, ``needs_warp``/``needs_jitter``)."""
-    b, _, h, w = images.shape
+    h, w = images.shape[-2:]
     p = params.to(images.device, torch.float32, non_blocking=True)
     mean255, inv_std = _normalisers(tuple(mean), tuple(std), images.device)
     x = images.float().sub_(mean255)  # centred on the mean colour: grid_sample's zero fill
