@@ -102,7 +102,11 @@ def calibrate_and_check(
 ) -> dict[str, Any]:
     """Write ``<export stem>.int8.onnx`` calibrated on ``bags`` and compare it with fp32 on
     held-out frames; returns ``{"path", "calibration", "check"}``."""
-    from vit_perception.runtime.calibration import calibration_frames, quantize_calibrated
+    from vit_perception.runtime.calibration import (
+        calibration_frames,
+        int8_info,
+        quantize_calibrated,
+    )
     from vit_perception.runtime.predictor import Predictor
 
     for bag in val_bags:
@@ -112,9 +116,9 @@ def calibrate_and_check(
             raise CalibrationError(f"held-out bag not found: {bag}")
     calib = calibration_frames(bags, topic, frames, holdout=0.0 if val_bags else HOLDOUT)
     path = quantize_calibrated(export, calib, method)
+    info = int8_info(path) or {}
     echo(f"static int8: wrote {path} (calibrated with {method} on {len(calib.frames)} frames of "
-         f"{', '.join(calib.bags)} on {topic}; backbone GEMMs in int8 with 7-bit per-channel "
-         "weights; LayerNorm, softmax, attention and the DETR head in float)")
+         f"{', '.join(calib.bags)} on {topic}; {info.get('summary', '')})")
     fp32 = Predictor.load(export, backend="onnxruntime", precision="fp32", score_threshold=0.01)
     int8 = Predictor.load(path, backend="onnxruntime", precision="int8", score_threshold=0.01)
     try:

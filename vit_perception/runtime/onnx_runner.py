@@ -121,22 +121,28 @@ def fuse_attention(proto: Any) -> int:
 
 def _qkv_of(out: Any, prefix: str, producer: dict) -> tuple[Any, Any, Any, list] | None:
     """(qkv MatMul, its bias Add, the Reshape splitting heads, all ancestors in scope) among
-    ``out``'s ancestors inside ``prefix`` (the attention module's scope), or None."""
+    ``out``'s ancestors inside ``prefix`` (the attention module's scope), or None.
+
+    The qkv MatMul/Add may sit outside the scope: the exporter's common-subexpression pass
+    merges the last block's ``qkv`` with the one ``ViTBackbone.cls_attention`` computes first,
+    and the merged nodes keep that caller's name (``/model/backbone/qkv/MatMul``)."""
     seen, stack, scope = set(), [out], []
     mm = add = split = None
     while stack:
         node = stack.pop()
         for name in node.input:
             up = producer.get(name)
-            if up is None or up.name in seen or not up.name.startswith(prefix + "/"):
+            if up is None or up.name in seen:
                 continue
-            seen.add(up.name)
-            stack.append(up)
-            scope.append(up)
             if up.op_type == "MatMul" and re.search(r"/qkv(_\d+)?/MatMul$", up.name):
                 mm = mm or up
             elif up.op_type == "Add" and re.search(r"/qkv(_\d+)?/Add$", up.name):
                 add = add or up
+            elif not up.name.startswith(prefix + "/"):
+                continue
+            seen.add(up.name)
+            stack.append(up)
+            scope.append(up)
     if mm is None or add is None:
         return None
     for node in producer.values():
@@ -170,11 +176,12 @@ def _variant_path(path: Path, data: bytes, tag: str) -> Path:
 
 def ort_cpu_model(path: Path) -> Path:
     """The ONNX Runtime CPU variant of ``path`` (attention fused into contrib ops), cached as
-    ``<name>.<hash>.ort-cpu.onnx`` (``_variant_path``); ``path`` itself when nothing fuses."""
+    ``<name>.<hash>.ort-cpu2.onnx`` (``_variant_path``; "2": the fusion that also takes the last
+    block, so copies made before it are not reused); ``path`` itself when nothing fuses."""
     import onnx
 
     data = path.read_bytes()
-    cached = _variant_path(path, data, "ort-cpu")
+    cached = _variant_path(path, data, "ort-cpu2")
     if cached.is_file():
         return cached
     proto = onnx.load_from_string(data)
