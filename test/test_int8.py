@@ -138,13 +138,37 @@ def _backbone_errors(export, int8_runner, frames, meta) -> dict[str, float]:
     return worst
 
 
-def test_static_int8_is_calibrated_on_the_bag_recorded_and_close_to_fp32(tmp_path, small, bags):
-    """Calibrated on 8 frames of a bag (its last quarter held out), the QDQ copy beside the
-    export names its calibration set, has 7-bit per-channel weights (no AVX2 saturation: the
-    same result on every CPU), keeps the DETR head in float, is what ``precision: int8`` runs,
-    and stays close to fp32 on the calibration frames and on held-out frames.
+def _quantised_keys(path, frames, meta) -> list[np.ndarray]:
+    """The int8 values of every 7-bit-narrowed attention operand (k^T), over ``frames``."""
+    import onnx
+    import onnxruntime as ort
 
-    Bound 0.06 on the backbone outputs: measured 0.018-0.025 (features, embedding) on both
+    from vit_perception.runtime.calibration import FrameReader
+
+    proto = onnx.load(str(path))
+    clipped = {n.output[0] for n in proto.graph.node if n.name.endswith("_clip7")}
+    names = [n.output[0] for n in proto.graph.node
+             if n.op_type == "QuantizeLinear" and n.input[0] in clipped]
+    for name in names:
+        proto.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.INT8,
+                                                                     None))
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    reader = FrameReader(frames, "images", meta.input_size, meta.mean, meta.std)
+    values = []
+    while (x := reader.get_next()) is not None:
+        values += session.run(names, x)
+    return values
+
+
+def test_static_int8_is_calibrated_on_the_bag_recorded_and_close_to_fp32(tmp_path, small, bags):
+    """Calibrated on 8 frames of a bag (its last quarter held out), the int8 copy beside the
+    export names its calibration set, has 7-bit per-channel weights and 7-bit attention keys on
+    every frame (no AVX2 saturation: the same result on every CPU), runs its GEMMs and q.k^T
+    as integer GEMMs with float outputs (no requantised QLinearMatMul), keeps the DETR head's
+    activations unquantised by calibration (dynamic int8), is what ``precision: int8`` runs, and
+    stays close to fp32 on the calibration frames and on held-out frames.
+
+    Bound 0.06 on the backbone outputs: measured 0.018-0.029 (features, embedding) on both
     sets; a calibration on uniform grey frames gives 1.3, so the bound tells a calibration
     that saw the data from one that did not. Detections are not compared one to one: with
     random weights the two-stage head's top-k proposals are near ties that any perturbation
@@ -173,23 +197,116 @@ def test_static_int8_is_calibrated_on_the_bag_recorded_and_close_to_fp32(tmp_pat
     assert info is not None and info["bags"] == [str(calib_bag)] and info["topic"] == TOPIC
     assert info["frames"] == 8 and info["method"] == "percentile" and info["kind"] == "static"
     assert int8_info(export) is None
+    assert info["attention"] == "scores" and info["head"] == "dynamic"
     proto = onnx.load(str(q))
-    ops = {n.op_type for n in proto.graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    ops = [n.op_type for n in proto.graph.node]
+    depth = sum(n.name.endswith("/attn/Softmax") and "/head/" not in n.name
+                for n in proto.graph.node)
+    assert "QLinearMatMul" not in ops and "QuantizeLinear" in ops
+    # per block qkv, proj, fc1, fc2 and q.k^T, plus the [CLS] map's q.k^T (the exporter merged
+    # its qkv with the last block's)
+    assert ops.count("MatMulIntegerToFloat") == info["integer_matmuls"] == 5 * depth + 1
+    assert info["int8_attention_products"] == depth + 1 == ops.count("Clip")
+    assert "DynamicQuantizeLinear" in ops  # the head
     weights = _int8_weights(q)
     assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) \
         <= REDUCED_WEIGHT_MAX
     dequantized = {o for n in proto.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    head = [n for n in proto.graph.node if n.op_type in ("MatMul", "Gemm") and "/head/" in n.name]
+    head = [n for n in proto.graph.node if "/head/" in n.name]
     assert head and not any(i in dequantized for n in head for i in n.input)
     held = [f.image for f in read_frames(held_bag, TOPIC, None)]
     held += [f.image for f in read_frames(calib_bag, TOPIC, None) if f.index >= 9]
+    keys = _quantised_keys(q, calib.frames + held, meta)
+    assert len(keys) == (depth + 1) * len(calib.frames + held)
+    assert max(int(np.abs(k.astype(np.int32)).max()) for k in keys) <= REDUCED_WEIGHT_MAX
     with OnnxRunner(export, precision="int8") as runner:
         assert runner.model_file == q and runner.int8_kind.startswith("static")
         assert str(calib_bag) in runner.int8_kind
         for frames in (calib.frames, held):
             for name, rel in _backbone_errors(export, runner, frames, meta).items():
                 assert 0 < rel < 0.06, (name, rel)
+
+
+@pytest.mark.parametrize("mode", ["all", "float"])
+def test_static_int8_attention_modes(tmp_path, small, bags, mode):
+    """``all`` also runs softmax.v as an integer GEMM (no MatMul of two activations left in the
+    backbone), ``float`` neither product (q.k^T and softmax.v stay float MatMuls); the record
+    says which; an unknown mode is a clear error."""
+    import shutil
+
+    import onnx
+
+    from vit_perception.runtime.calibration import (
+        CalibrationError,
+        calibration_frames,
+        int8_info,
+        quantize_calibrated,
+    )
+    from vit_perception.runtime.int8_attention import attention_products
+
+    export = Path(shutil.copy(small[0], tmp_path / "m.onnx"))
+    scores, mixes = attention_products(onnx.load(str(export)), ("/head/",))
+    assert scores and mixes and not set(scores) & set(mixes)
+    calib = calibration_frames([bags[0]], TOPIC, 2)
+    q = quantize_calibrated(export, calib, "minmax", attention=mode)
+    info = int8_info(q)
+    assert info is not None and info["attention"] == mode
+    left = {n.name for n in onnx.load(str(q)).graph.node if n.op_type == "MatMul"}
+    if mode == "all":
+        assert not (set(scores) | set(mixes)) & left
+        assert info["int8_attention_products"] == len(scores) + len(mixes)
+    else:
+        assert set(scores) | set(mixes) <= left and info["int8_attention_products"] == 0
+    with pytest.raises(CalibrationError, match="'some'"):
+        quantize_calibrated(export, calib, "minmax", attention="some")
+
+
+def test_integer_matmuls_compute_what_the_qdq_graph_does():
+    """A QDQ MatMul with per-column int8 weights and a bias, and one of two quantised
+    activations (uint8 x int8), become two ``MatMulIntegerToFloat`` (bias folded in, no
+    DequantizeLinear left) whose outputs equal the QDQ graph's, run unoptimised as reference.
+    Every int8 operand is within 64 (|x| < 5 at scale 0.08), so AVX2 cannot saturate."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from vit_perception.runtime.qdq_integer import integer_matmuls
+
+    rng = np.random.default_rng(0)
+    w = rng.integers(-64, 65, (16, 12)).astype(np.int8)
+    inits = {"xs": np.float32(0.02), "xz": np.uint8(120), "w": w,
+             "ws": rng.uniform(0.001, 0.01, 12).astype(np.float32), "wz": np.zeros(12, np.int8),
+             "bias": rng.standard_normal(12).astype(np.float32), "ts": np.float32(0.08),
+             "tz": np.int8(0)}
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"], axis=1),
+        helper.make_node("MatMul", ["xd", "wd"], ["mm"], name="weights"),
+        helper.make_node("Add", ["mm", "bias"], ["y1"], name="bias_add"),
+        helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 2, 1]),
+        helper.make_node("QuantizeLinear", ["xt", "ts", "tz"], ["tq"]),
+        helper.make_node("DequantizeLinear", ["tq", "ts", "tz"], ["td"]),
+        helper.make_node("MatMul", ["xd", "td"], ["y2"], name="scores"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16])],
+        [helper.make_tensor_value_info("y1", TensorProto.FLOAT, [1, 8, 12]),
+         helper.make_tensor_value_info("y2", TensorProto.FLOAT, [1, 8, 8])],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = {"x": rng.standard_normal((1, 8, 16)).astype(np.float32)}
+    plain = ort.SessionOptions()
+    plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    want = ort.InferenceSession(proto.SerializeToString(), plain).run(None, x)
+    assert integer_matmuls(proto) == 2
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("MatMulIntegerToFloat") == 2
+    assert "DequantizeLinear" not in ops and "Add" not in ops and "MatMul" not in ops
+    onnx.checker.check_model(proto)
+    got = ort.InferenceSession(proto.SerializeToString(), plain).run(None, x)
+    for a, b in zip(want, got):
+        assert a.shape == b.shape and np.abs(a - b).max() <= 1e-4 * np.abs(a).max()
 
 
 def test_a_stale_calibrated_copy_falls_back_to_dynamic(tmp_path, small, bags):

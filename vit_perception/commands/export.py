@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     q.add_argument("--calib-topic", default="/camera/image_raw", help="image topic")
     q.add_argument("--calib-method", choices=["percentile", "entropy", "minmax"],
                    default="percentile", help="activation ranges (percentile 99.999)")
+    q.add_argument("--int8-attention", choices=["scores", "all", "float"], default="scores",
+                   help="attention products in int8: q.k^T (scores, the default), q.k^T and "
+                        "softmax.v (all: faster, coarser on diffuse heads) or neither (float)")
     q.add_argument("--val", nargs="+", metavar="BAG",
                    help="held-out bags for the AP check (default: the last quarter of each "
                         "calibration bag, which calibration does not use)")
@@ -109,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
         from vit_perception.evaluation.int8_check import calibrate_and_check
 
         calibrate_and_check(onnx_path, args.int8_calibrate, args.calib_topic, args.calib_frames,
-                            args.calib_method, args.val or (), args.labels_topic)
+                            args.calib_method, args.val or (), args.labels_topic,
+                            attention=args.int8_attention)
     if args.format in ("engine", "both"):
         status = max(status, _engine(args, onnx_path, meta, out))
         if args.format == "engine" and not args.out:

@@ -98,10 +98,11 @@ def format_report(check: dict[str, Any], where: str) -> list[str]:
 def calibrate_and_check(
     export: str | Path, bags: Sequence[str | Path], topic: str, frames: int, method: str,
     val_bags: Sequence[str | Path] = (), labels_topic: str = "/labels",
-    echo: Callable[[str], Any] = print,
+    echo: Callable[[str], Any] = print, attention: str = "scores",
 ) -> dict[str, Any]:
-    """Write ``<export stem>.int8.onnx`` calibrated on ``bags`` and compare it with fp32 on
-    held-out frames; returns ``{"path", "calibration", "check"}``."""
+    """Write ``<export stem>.int8.onnx`` calibrated on ``bags`` (``attention``: which attention
+    products are int8, ``runtime.int8_attention.MODES``) and compare it with fp32 on held-out
+    frames; returns ``{"path", "calibration", "check"}``."""
     from vit_perception.runtime.calibration import (
         calibration_frames,
         int8_info,
@@ -115,7 +116,7 @@ def calibrate_and_check(
 
             raise CalibrationError(f"held-out bag not found: {bag}")
     calib = calibration_frames(bags, topic, frames, holdout=0.0 if val_bags else HOLDOUT)
-    path = quantize_calibrated(export, calib, method)
+    path = quantize_calibrated(export, calib, method, attention=attention)
     info = int8_info(path) or {}
     echo(f"static int8: wrote {path} (calibrated with {method} on {len(calib.frames)} frames of "
          f"{', '.join(calib.bags)} on {topic}; {info.get('summary', '')})")

@@ -1,20 +1,22 @@
 """Static int8 for ONNX Runtime, calibrated on frames from the robot's own bags.
 
 ``calibration_frames(bags, topic, count)`` picks frames spread over the bags (with the last part
-of each bag held out for checking), ``quantize_calibrated(export, frames, ...)`` writes a QDQ model
-next to the export as ``<stem>.int8.onnx``: per-channel int8 weights, uint8 activations whose
-ranges come from the calibration frames run through the package's own preprocessing, and the
-calibration set in the model's metadata (``extra["int8"]``). The runner takes that file for
+of each bag held out for checking), ``quantize_calibrated(export, frames, ...)`` writes the int8
+model next to the export as ``<stem>.int8.onnx``: per-channel int8 weights, uint8 activations
+whose ranges come from the calibration frames run through the package's own preprocessing, and
+the calibration set in the model's metadata (``extra["int8"]``). The runner takes that file for
 ``precision: int8`` when it was calibrated from the same export (``static_int8_for``).
 
-What stays in float: every op except the backbone's weight GEMMs (the patch Conv and the
-MatMuls with a constant weight) - LayerNorm, softmax, GELU, the attention products (ONNX
-Runtime's fused attention: 8 bits would lose the small probabilities of a 1,200-token softmax)
-- and the whole DETR head. Measured on the demo's tiny model over its held-out bag: the head in
-int8 (box MLP excepted) lost 0.9 AP points, the backbone alone 0.0 (AP50 +0.003), and the
-backbone holds most of the arithmetic of a ViT-S at 640x480. Weights take 7 bits
-(``reduce_range``) because the file moves between machines: see ``runtime.quantize`` for why
-8-bit weights saturate on CPUs without VNNI.
+How it is made: ONNX Runtime's ``quantize_static`` writes a QDQ model (MatMul outputs left
+float), ``qdq_integer.integer_matmuls`` turns each quantised MatMul into the integer GEMM with
+a float output that ONNX Runtime's CPU kernels run fastest (its QDQ fusions otherwise requantise
+every GEMM's output, or run per-channel GEMMs in float). What is int8: the backbone's weight
+GEMMs (patch Conv, qkv, proj, MLP) and, by default, the attention scores q.k^T
+(``int8_attention``); the DETR head's GEMMs are dynamic int8 (weights int8, activations
+quantised per run: static ranges in the head cost 0.9 AP points on the demo model, dynamic
+ones nothing). LayerNorm, GELU, softmax and softmax.v stay float. Weights take 7 bits
+(``reduce_range``), and so do the int8 activation operands, because the file moves between
+machines: see ``runtime.quantize`` for why 8 bits saturate on CPUs without VNNI.
 """
 
 from __future__ import annotations
@@ -189,13 +191,27 @@ def float_nodes(proto: Any) -> list[str]:
             if n.op_type in ("MatMul", "Gemm", "Conv") and any(s in n.name for s in FLOAT_SCOPES)]
 
 
+def summary(head: str, attention: str) -> str:
+    """What a static int8 file holds in int8, in words."""
+    products = {"scores": "attention scores (q.k^T)", "all": "q.k^T and softmax.v",
+                "float": ""}[attention]
+    floats = {"scores": "softmax and softmax.v", "all": "softmax", "float":
+              "softmax and the attention products"}[attention]
+    return (f"backbone GEMMs{' and ' + products if products else ''} in int8 (7-bit weights"
+            f"{' and k, v' if attention == 'all' else ' and k' if products else ''}); the DETR "
+            f"head's GEMMs {'in dynamic int8' if head == 'dynamic' else 'in float'}; "
+            f"LayerNorm, {floats} in float")
+
+
 def quantize_calibrated(export: str | Path, calib: CalibrationSet, method: str = "percentile",
-                        out: str | Path | None = None, head: str = "dynamic") -> Path:
-    """Write the static int8 (QDQ) copy of ``export`` calibrated on ``calib.frames``; returns
-    its path (``static_int8_path(export)`` unless ``out``).
+                        out: str | Path | None = None, head: str = "dynamic",
+                        attention: str = "scores") -> Path:
+    """Write the static int8 copy of ``export`` calibrated on ``calib.frames``; returns its
+    path (``static_int8_path(export)`` unless ``out``).
 
     ``head``: the DETR head's weight GEMMs in ``"float"`` or ``"dynamic"`` int8 (7-bit weights,
-    activations quantised per run: what cost AP in the head was the fixed activation ranges)."""
+    activations quantised per run: what cost AP in the head was the fixed activation ranges).
+    ``attention``: which attention products are int8 (``int8_attention.MODES``)."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationMethod,
@@ -205,7 +221,9 @@ def quantize_calibrated(export: str | Path, calib: CalibrationSet, method: str =
         quantize_static,
     )
 
+    from vit_perception.runtime import int8_attention
     from vit_perception.runtime.metadata import ModelMetadata, read_onnx_metadata
+    from vit_perception.runtime.qdq_integer import integer_matmuls
 
     if method not in METHODS:
         raise CalibrationError(f"calibration method {method!r} not in {list(METHODS)}")
@@ -213,25 +231,26 @@ def quantize_calibrated(export: str | Path, calib: CalibrationSet, method: str =
         raise CalibrationError(f"no calibration frames read from {calib.bags}")
     if head not in HEAD_MODES:
         raise CalibrationError(f"head {head!r} not in {list(HEAD_MODES)}")
-    from vit_perception.runtime import int8_attention
-    from vit_perception.runtime.onnx_runner import fuse_attention
-    from vit_perception.runtime.quantize import REDUCED_WEIGHT_MAX
+    if attention not in int8_attention.MODES:
+        raise CalibrationError(f"int8 attention {attention!r} not in "
+                               f"{list(int8_attention.MODES)}")
 
     export = Path(export)
     meta = read_onnx_metadata(export)
     proto = onnx.load(str(export))
-    fused = fuse_attention(proto)  # ORT's fused attention: int8 qkv, float softmax (int8_attention)
-    int8_attention.declare_outputs(proto)
     input_name = proto.graph.input[0].name
     excluded = float_nodes(proto)
+    products, kept_float = int8_attention.split_by_mode(
+        *int8_attention.attention_products(proto, FLOAT_SCOPES), attention)
+    excluded += kept_float
     reader = FrameReader(calib.frames, input_name, meta.input_size, meta.mean, meta.std)
     target = Path(out) if out else static_int8_path(export)
-    record = {**calib.describe(), "method": method, "kind": "static", "format": "QDQ",
+    record = {**calib.describe(), "method": method, "kind": "static",
+              "format": "QDQ with MatMulIntegerToFloat",
               "per_channel": True, "reduce_range": True, "activations": "uint8",
               "weights": "int8", "float_scopes": list(FLOAT_SCOPES),
-              "float_gemms": len(excluded), "fused_attention": fused, "head": head,
-              "source": export.name,
-              "source_sha256": _sha256(export)}
+              "float_gemms": len(excluded), "attention": attention, "head": head,
+              "source": export.name, "source_sha256": _sha256(export)}
     if method == "percentile":
         record["percentile"] = PERCENTILE
     calibrate = {"percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy,
@@ -241,23 +260,23 @@ def quantize_calibrated(export: str | Path, calib: CalibrationSet, method: str =
     root.setLevel(logging.ERROR)  # the quantiser logs advice meant for its own developers
     tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
     try:
-        # the calibrator prints its progress
-        with contextlib.redirect_stdout(io.StringIO()), int8_attention.quantize_inputs():
+        # k^T (and v): symmetric int8 (x86 integer GEMMs take uint8 x int8), 7 bits below
+        second = {t: [{"quant_type": QuantType.QInt8, "symmetric": True}]
+                  for t in products.values()}
+        with contextlib.redirect_stdout(io.StringIO()):  # the calibrator prints its progress
             quantize_static(
                 proto, tmp, reader, quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=["Conv", "MatMul", "Gemm", "Attention"], per_channel=True,
+                op_types_to_quantize=["Conv", "MatMul", "Gemm"], per_channel=True,
                 reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                 nodes_to_exclude=excluded, calibrate_method=calibrate,
-                extra_options={"MatMulConstBOnly": True, "CalibPercentile": PERCENTILE,
-                               "ActivationSymmetric": False, "WeightSymmetric": True,
-                               # the contrib Attention has no ONNX shape inference: float outputs
-                               "DefaultTensorType": onnx.TensorProto.FLOAT})
+                extra_options={"CalibPercentile": PERCENTILE, "ActivationSymmetric": False,
+                               "WeightSymmetric": True, "TensorQuantOverrides": second,
+                               "OpTypesToExcludeOutputQuantization": ["MatMul"]})
         quantized = onnx.load(str(tmp))
-        record["qattention"] = int8_attention.to_qattention(quantized, REDUCED_WEIGHT_MAX)
-        record["summary"] = ("backbone GEMMs (attention's qkv included) in int8 with 7-bit "
-                             f"per-channel weights; the DETR head's GEMMs in {head} "
-                             f"{'int8' if head == 'dynamic' else ''}; LayerNorm, softmax and the "
-                             "attention products in float").replace("  ", " ")
+        record["int8_attention_products"] = int8_attention.narrow_to_7_bits(
+            quantized, products.values())
+        record["integer_matmuls"] = integer_matmuls(quantized)
+        record["summary"] = summary(head, attention)
         matmuls = {n.name for n in proto.graph.node if n.op_type == "MatMul"}
         head_gemms = [n for n in excluded if n in matmuls]
         if head == "dynamic" and head_gemms:
