@@ -9,7 +9,8 @@
 # style: photo (default) or lab), EXTRA_SYNTH (more synth flags), VAL_FRAMES
 # (100), TEST_FRAMES (200), BENCH_ITERS (50), TEACHER_CONFIG (vit_s16_detr), TEACHER_SIZE
 # (320x240), STUDENT_SIZE (WxH; the student config's own when empty), TEACHER_CKPT (a trained
-# teacher checkpoint: skips the teacher's training).
+# teacher checkpoint: skips the teacher's training), STUDENT_CONFIG (vit_tiny_detr; vit_nano_detr
+# is the small student config).
 # Steps whose output exists are skipped, so a stopped run continues.
 set -euo pipefail
 OUT="${1:-runs/distill_figures}"
@@ -21,6 +22,7 @@ TEST_FRAMES="${TEST_FRAMES:-200}"
 BENCH_ITERS="${BENCH_ITERS:-50}"
 TEACHER_CONFIG="${TEACHER_CONFIG:-vit_s16_detr}"
 TEACHER_SIZE="${TEACHER_SIZE:-320x240}"
+STUDENT_CONFIG="${STUDENT_CONFIG:-vit_tiny_detr}"
 STUDENT_SIZE="${STUDENT_SIZE:-}"  # WxH; empty: the student config's own input size
 TSIZE=(--set "input.width=${TEACHER_SIZE%x*}" --set "input.height=${TEACHER_SIZE#*x}")
 SSIZE=()
@@ -64,15 +66,15 @@ fi
 log "teacher: $TEACHER_CONFIG at $TEACHER_SIZE, $TEACHER_MIN min (or TEACHER_CKPT)"
 run teacher vit-perception train --config "$TEACHER_CONFIG" "${TSIZE[@]}" \
   --train "$B/train" --val "$B/val" --time-budget "$TEACHER_MIN"
-log "student on labels alone: vit_tiny_detr, $STUDENT_MIN min"
-run labels_only vit-perception train --config vit_tiny_detr "${SSIZE[@]}" --train "$B/train" --val "$B/val" \
+log "student on labels alone: $STUDENT_CONFIG, $STUDENT_MIN min"
+run labels_only vit-perception train --config "$STUDENT_CONFIG" "${SSIZE[@]}" --train "$B/train" --val "$B/val" \
   --time-budget "$STUDENT_MIN"
 log "student distilled with labels: $STUDENT_MIN min"
 run distilled vit-perception distill --teacher "$OUT/teacher/best.pt" \
-  --student-config vit_tiny_detr "${SSIZE[@]}" --train "$B/train" --val "$B/val" --time-budget "$STUDENT_MIN"
+  --student-config "$STUDENT_CONFIG" "${SSIZE[@]}" --train "$B/train" --val "$B/val" --time-budget "$STUDENT_MIN"
 log "student distilled with labels + the unlabelled bag: $STUDENT_MIN min"
 run distilled_unlabelled vit-perception distill --teacher "$OUT/teacher/best.pt" \
-  --student-config vit_tiny_detr "${SSIZE[@]}" --train "$B/train" --unlabelled "$B/unlabelled" \
+  --student-config "$STUDENT_CONFIG" "${SSIZE[@]}" --train "$B/train" --unlabelled "$B/unlabelled" \
   --val "$B/val" --time-budget "$STUDENT_MIN"
 for run in teacher labels_only distilled distilled_unlabelled; do
   log "eval $run on the held-out bag"
