@@ -376,4 +376,25 @@ def test_export_int8_calibrate_prints_the_ap_change(tmp_path, bags, capsys):
     assert set(rows) == {"fp32", "int8", "change"}
     fp32, int8, change = ([float(v) for v in rows[k]] for k in ("fp32", "int8", "change"))
     assert change == pytest.approx([int8[0] - fp32[0], int8[1] - fp32[1]], abs=2e-4)
+    assert "detections vs fp32 (top 10 a frame" in text
     assert (tmp_path / "m.int8.onnx").is_file()
+
+
+def test_int8_detections_agreement_pairs_each_fp32_detection_with_its_int8_counterpart():
+    """The top fp32 detections each find the same-class int8 box that overlaps most: IoU 1 and
+    no score change for an unchanged one, the overlap of a shifted one, 0 where int8 has none
+    of that class; only the ``top`` highest-scoring fp32 detections count."""
+    from types import SimpleNamespace
+
+    from vit_perception.evaluation.int8_check import agreement
+
+    def det(boxes, scores, labels):
+        return SimpleNamespace(boxes=np.asarray(boxes, np.float32),
+                               scores=np.asarray(scores, np.float32), labels=np.asarray(labels))
+
+    fp32 = det([[0, 0, 10, 10], [20, 20, 30, 30], [0, 0, 5, 5], [50, 50, 60, 60]],
+               [0.9, 0.8, 0.7, 0.1], [0, 1, 2, 0])
+    int8 = det([[0, 0, 10, 10], [25, 20, 35, 30], [50, 50, 60, 60]], [0.9, 0.6, 0.2], [0, 1, 0])
+    pairs = agreement(fp32, int8, top=3)
+    assert pairs == [(1.0, 0.0), (pytest.approx(50 / 150), pytest.approx(0.2)),
+                     (0.0, pytest.approx(0.7))]

@@ -19,6 +19,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 HOLDOUT = 0.25  # fraction of each calibration bag kept for checking when no --val is given
+AGREEMENT_TOP = 10  # fp32 detections per frame whose int8 counterpart is looked for
 
 
 def heldout_frames(calib: Any, val_bags: Sequence[str | Path], labels_topic: str,
@@ -48,19 +49,42 @@ def _rel(a: np.ndarray | None, b: np.ndarray | None) -> float:
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-12))
 
 
+def agreement(a: Any, b: Any, top: int = AGREEMENT_TOP) -> list[tuple[float, float]]:
+    """For each of ``a``'s ``top`` highest-scoring detections, the best IoU with a detection of
+    the same class in ``b`` and the score difference to it: ``[(iou, |score a - score b|)]``
+    (IoU 0 and the whole score when ``b`` has none of that class). A direct measure where AP
+    says little (a weak model)."""
+    from vit_perception.evaluation.plots import box_iou
+
+    order = np.argsort(-np.asarray(a.scores))[:top]
+    out = []
+    for i in order.tolist():
+        same = np.flatnonzero(np.asarray(b.labels) == a.labels[i])
+        if same.size == 0:
+            out.append((0.0, float(a.scores[i])))
+            continue
+        ious = box_iou(a.boxes[i : i + 1], b.boxes[same])[0]
+        j = int(same[int(np.argmax(ious))])
+        out.append((float(ious.max()), abs(float(a.scores[i]) - float(b.scores[j]))))
+    return out
+
+
 def compare(fp32: Any, int8: Any, frames: Iterable[Any]) -> dict[str, Any]:
-    """Both predictors over ``frames``: COCO AP/AP50 of each on the labelled ones, and the
-    relative error of the int8 features (median, max) over all."""
+    """Both predictors over ``frames``: COCO AP/AP50 of each on the labelled ones, the
+    relative error of the int8 features (median, max) over all, and how the int8 detections
+    agree with fp32's (``agreement``: mean IoU, share with IoU >= 0.5, mean score change)."""
     from vit_perception.evaluation.coco_metrics import coco_metrics
 
     gt: list[dict] = []
     preds: dict[str, list[dict]] = {"fp32": [], "int8": []}
     errors = []
+    pairs: list[tuple[float, float]] = []
     n = 0
     for frame in frames:
         n += 1
         a, b = fp32.predict(frame.image), int8.predict(frame.image)
         errors.append(_rel(a.features, b.features))
+        pairs += agreement(a, b)
         if frame.labelled:
             h, w = frame.image.shape[:2]
             gt.append({"boxes": frame.boxes, "labels": frame.labels, "width": w, "height": h})
@@ -70,6 +94,11 @@ def compare(fp32: Any, int8: Any, frames: Iterable[Any]) -> dict[str, Any]:
     if errors:
         out["features_rel_error"] = {"median": float(np.nanmedian(errors)),
                                      "max": float(np.nanmax(errors))}
+    if pairs:
+        iou, dscore = np.asarray(pairs).T
+        out["agreement"] = {"detections": len(pairs), "mean_iou": float(iou.mean()),
+                            "iou50": float((iou >= 0.5).mean()),
+                            "mean_score_change": float(dscore.mean())}
     if gt:
         for name in ("fp32", "int8"):
             m = coco_metrics(gt, preds[name], fp32.class_names)
@@ -92,6 +121,11 @@ def format_report(check: dict[str, Any], where: str) -> list[str]:
     if err:
         lines.append(f"features, relative error vs fp32: median {err['median']:.4f}, "
                      f"max {err['max']:.4f}")
+    agree = check.get("agreement")
+    if agree:
+        lines.append(f"detections vs fp32 (top {AGREEMENT_TOP} a frame, {agree['detections']}): "
+                     f"mean IoU {agree['mean_iou']:.3f}, IoU >= 0.5 {agree['iou50']:.1%}, "
+                     f"mean |score change| {agree['mean_score_change']:.4f}")
     return lines
 
 
