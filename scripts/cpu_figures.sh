@@ -14,7 +14,7 @@
 # int8's detections agree with fp32's (IoU, score change). YOLOS_SITE=<folder with
 # transformers> (python -m pip install --target DIR transformers) times YOLOS-S in the same
 # bench run; THREADS=N sets bench's threads. Smaller runs: ITERS=5 DURATION=5 SIZES=320x240
-# S16=0 PHOTO=0 NODE=0.
+# S16=0 (S16_ALL=0: no second static vit_s16_detr with --int8-attention all) PHOTO=0 NODE=0.
 set -euo pipefail
 OUT=${OUT:-runs/cpu_figures}
 DEMO=${DEMO:-runs/demo}
@@ -79,6 +79,14 @@ if [ "$S16" = 1 ]; then  # the default model's speed (random weights; calibrated
   bench --config vit_s16_detr --onnx "$OUT/s16-640x480.onnx" --size 640x480 --iters 10 \
       --backend torch onnxruntime onnxruntime:int8-dynamic onnxruntime:int8-static \
       --json "$OUT/bench-s16-640x480.json"
+  if [ "${S16_ALL:-1}" = 1 ] && [ "$ATTN" != all ]; then  # softmax.v in int8 as well
+    echo; echo "== vit_s16_detr 640x480, static int8 with --int8-attention all"
+    vit-perception export --model vit_s16_detr --size 640x480 --out "$OUT/s16all-640x480.onnx" \
+        --verify 0 --int8-calibrate "$DEMO/lab_train" --calib-frames 32 --val "$DEMO/lab_heldout" \
+        --int8-attention all
+    bench --config vit_s16_detr --onnx "$OUT/s16all-640x480.onnx" --size 640x480 --iters 10 \
+        --backend onnxruntime:int8-static --json "$OUT/bench-s16all-640x480.json"
+  fi
 fi
 
 [ "${NODE:-1}" = 1 ] || exit 0
