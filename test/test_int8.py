@@ -283,7 +283,7 @@ def test_integer_matmuls_compute_what_the_qdq_graph_does():
         helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
         helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"], axis=1),
         helper.make_node("MatMul", ["xd", "wd"], ["mm"], name="weights"),
-        helper.make_node("Add", ["mm", "bias"], ["y1"], name="bias_add"),
+        helper.make_node("Add", ["mm", "bias"], ["y1"]),  # unnamed, as other exporters write
         helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 2, 1]),
         helper.make_node("QuantizeLinear", ["xt", "ts", "tz"], ["tq"]),
         helper.make_node("DequantizeLinear", ["tq", "ts", "tz"], ["td"]),

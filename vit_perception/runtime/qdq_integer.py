@@ -41,9 +41,10 @@ def integer_matmuls(proto: Any) -> int:
         axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
         return dq.input[0], dq.input[1], dq.input[2], axis
 
-    replaced: dict[str, Any] = {}
-    dropped: set[str] = set()
-    for node in graph.node:
+    position = {o: i for i, n in enumerate(graph.node) for o in n.output}
+    replaced: dict[int, Any] = {}  # by position: exported nodes have names, others may not
+    dropped: set[int] = set()
+    for index, node in enumerate(graph.node):
         if node.op_type != "MatMul":
             continue
         a, b = dq_parts(node.input[0]), dq_parts(node.input[1])
@@ -68,13 +69,13 @@ def integer_matmuls(proto: Any) -> int:
             if bias in inits and shape(bias) == weight[1:]:
                 inputs.append(bias)
                 out = add.output[0]
-                dropped.add(add.name)
-        replaced[node.name] = helper.make_node(
+                dropped.add(position[add.output[0]])
+        replaced[index] = helper.make_node(
             "MatMulIntegerToFloat", inputs, [out], name=f"{node.name}_integer",
             domain="com.microsoft")
     if not replaced:
         return 0
-    kept = [replaced.get(n.name, n) for n in graph.node if n.name not in dropped]
+    kept = [replaced.get(i, n) for i, n in enumerate(graph.node) if i not in dropped]
     outputs = {o.name for o in graph.output}
     while True:  # drop the DequantizeLinear nodes nobody reads any more
         used = {i for n in kept for i in n.input} | outputs
