@@ -123,3 +123,18 @@ def test_missing_topic_is_a_clear_error(tmp_path):
     bag = write_synthetic_bag(tmp_path / "b", frames=1, size=(W, H))
     with pytest.raises(ValueError, match="/nope"):
         list(read_frames(bag, image_topic="/nope"))
+
+
+def test_stopping_early_leaves_no_error_at_exit(tmp_path):
+    """A script that reads a few frames and exits must not print rosbags' shutdown error."""
+    import subprocess
+    import sys
+
+    bag = tmp_path / "bag"
+    write_synthetic_bag(bag, frames=6, seed=0, size=(W, H))
+    code = ("import sys\nfrom vit_perception.data.bags import read_frames\n"
+            "stream = iter(read_frames(sys.argv[1]))\nnext(stream)\nprint('read one')\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(bag)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "read one", proc.stderr
+    assert "Exception ignored" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

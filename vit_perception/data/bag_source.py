@@ -137,6 +137,16 @@ def _any_reader(path: Path):
     return AnyReader([path], default_typestore=typestore())
 
 
+def _close(reader) -> None:
+    """Close an AnyReader; a generator left unfinished is closed when the interpreter shuts
+    down, where rosbags' close (it imports its type store) raises ImportError: nothing is left
+    to release then, and the error would print as "Exception ignored in ... iter_messages"."""
+    try:
+        reader.close()
+    except ImportError:
+        pass
+
+
 def iter_messages(bag: str | Path, topics: Collection[str] | None = None) -> Iterator[BagMessage]:
     """Deserialised messages on `topics` (all if None) of one bag, in bag order.
 
@@ -165,7 +175,7 @@ def iter_messages(bag: str | Path, topics: Collection[str] | None = None) -> Ite
         except Exception as exc:  # noqa: BLE001 - reported with the file and last message
             raise tracker.error(f"{type(exc).__name__}: {exc}") from exc
         finally:
-            reader.close()
+            _close(reader)
         return
     if path.suffix == ".bag":
         raise tracker.error(f"{type(open_error).__name__}: {open_error}") from open_error
