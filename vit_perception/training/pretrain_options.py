@@ -19,10 +19,11 @@ PRETRAIN_DEFAULTS: dict = {
     "workers": 0,
     "samples_per_epoch": None,  # None: one pass over the frames
     # multi-crop (sizes are pixels, square; scales are fractions of the frame area)
-    # small views of a 320x240 frame at about its own scale: twice the steps per CPU minute of
-    # 96/48-pixel views of larger areas. k-NN probe (photo bags, 10 classes; random weights
-    # 15.5%) after 4 loaded-CPU minutes: 20% and 37% (two seeds) vs 18% with 96/48 views; 17%
-    # after a 15-minute run (100 epochs of 600 frames): noisy, and not yet the issue's goal
+    # small views, twice the steps per CPU minute of 96/48-pixel ones. The k-NN figures that
+    # chose them (17-42%) came from a probe bag of 5-20-frame scenes (~25 distinct marks per
+    # half: noise). On a one-frame-a-scene probe bag every recipe tried scores chance after 15
+    # one-core minutes (k-NN 0.08-0.12: these defaults 0.099, views at the frame's own scale
+    # 0.105, random weights 0.099); see docs/RESULTS.md, issue 12
     "global_size": 64,  # DINO: 224
     "local_size": 32,  # DINO: 96
     "global_scale": [0.1, 0.5],  # DINO: [0.4, 1.0] (0.25 with many local crops)
@@ -66,8 +67,8 @@ PRETRAIN_DEFAULTS: dict = {
     "clip_grad": 3.0,  # 0 = off
     "amp": "auto",  # auto | bf16 | fp16 | off (CUDA only)
     # iBOT-style masked patch-token loss (DINOv2), ViT only; 0 = off. On by default: the node
-    # publishes patch features, and with it the box-pooled patch-feature k-NN probe reached 42%
-    # after 8 loaded-CPU minutes (random weights 15.5%; DINO's [CLS] loss alone 17-37%)
+    # publishes patch features. 15 one-core minutes, one-frame-a-scene probe bag: k-NN 0.099 on,
+    # 0.088 off (both chance; the earlier 42% vs 17-37% came from a too-small probe bag)
     "ibot_weight": 1.0,
     "ibot_out_dim": 512,  # prototypes of the patch head
     "ibot_mask_ratio": [0.1, 0.5],  # fraction of the patches masked, drawn per image

@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Reference for `vit-perception probe` (issue 12): the same k-NN and linear probes on the
+boxes' own pixels instead of a backbone's features.
+
+Each ground-truth box is cut from the frame, turned grey, resized to SIZE x SIZE, normalised
+(zero mean, unit variance) and its sign set so the box centre is positive (marks darker or
+lighter than their background look alike); the split is the probe's (first / last half of the
+frames). What this scores is what the box pixels tell about the class with no learning at all:
+a backbone whose box-pooled features score far below it loses the shape, not the data.
+
+    python scripts/probe_pixels.py BAG [--size 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def box_vector(gray, box, size: int):
+    import cv2
+
+    h, w = gray.shape
+    x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+    x1, y1 = min(max(x1, 0), w - 1), min(max(y1, 0), h - 1)
+    crop = gray[y1:max(y2, y1 + 1), x1:max(x2, x1 + 1)]
+    v = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA).ravel()
+    v = (v - v.mean()) / (v.std() + 1e-6)
+    centre = v[(size // 2) * size + size // 2]
+    return -v if centre < 0 else v
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("bag", metavar="LABELLED_BAG")
+    parser.add_argument("--size", type=int, default=16, help="box side after resizing (16)")
+    parser.add_argument("--image-topic", default="/camera/image_raw")
+    parser.add_argument("--labels-topic", default="/labels")
+    args = parser.parse_args(argv)
+
+    import cv2
+    import numpy as np
+    import torch
+
+    from vit_perception.data.bags import BagError, read_frames
+    from vit_perception.evaluation.probe import knn_accuracy, linear_accuracy, split_by_frame
+
+    bag = Path(args.bag)
+    classes = bag / "classes.txt"
+    try:
+        frames = read_frames(bag, args.image_topic, args.labels_topic,
+                             classes=classes if classes.is_file() else None, labelled_only=True)
+        xs, ys, fids = [], [], []
+        for i, frame in enumerate(frames):
+            gray = cv2.cvtColor(frame.image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+            for box, label in zip(np.asarray(frame.boxes).reshape(-1, 4), frame.labels):
+                xs.append(box_vector(gray, box, args.size))
+                ys.append(int(label))
+                fids.append(i)
+        if not xs:
+            raise ValueError(f"{bag}: no labelled boxes on {args.labels_topic}")
+    except (BagError, ValueError, OSError) as exc:
+        print(f"probe_pixels: error: {exc}", file=sys.stderr)
+        return 2
+    x, y, fid = torch.tensor(np.stack(xs)), torch.tensor(ys), np.asarray(fids)
+    train, test = (torch.as_tensor(m) for m in split_by_frame(fid))
+    knn = knn_accuracy(x[train], y[train], x[test], y[test])
+    lin = linear_accuracy(x[train], y[train], x[test], y[test], train_frames=fid[train.numpy()])
+    print(f"box pixels ({args.size}x{args.size} grey, normalised) on {bag}: {len(y)} objects "
+          f"({int(train.sum())} train / {int(test.sum())} test by frame)")
+    print(f"knn_accuracy {knn:.3f}  linear_accuracy {lin:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
