@@ -10,7 +10,9 @@
 # (100), TEST_FRAMES (200), BENCH_ITERS (50), TEACHER_CONFIG (vit_s16_detr), TEACHER_SIZE
 # (320x240), STUDENT_SIZE (WxH; the student config's own when empty), TEACHER_CKPT (a trained
 # teacher checkpoint: skips the teacher's training), STUDENT_CONFIG (vit_tiny_detr; vit_nano_detr
-# is the small student config).
+# is the small student config), TEACHER_FRAMES (0: the teacher trains on the students' labelled
+# bag; N: on a separate N-frame labelled bag, as a team's workstation model trained on its
+# larger data set).
 # Steps whose output exists are skipped, so a stopped run continues.
 set -euo pipefail
 OUT="${1:-runs/distill_figures}"
@@ -23,6 +25,7 @@ BENCH_ITERS="${BENCH_ITERS:-50}"
 TEACHER_CONFIG="${TEACHER_CONFIG:-vit_s16_detr}"
 TEACHER_SIZE="${TEACHER_SIZE:-320x240}"
 STUDENT_CONFIG="${STUDENT_CONFIG:-vit_tiny_detr}"
+TEACHER_FRAMES="${TEACHER_FRAMES:-0}"
 STUDENT_SIZE="${STUDENT_SIZE:-}"  # WxH; empty: the student config's own input size
 TSIZE=(--set "input.width=${TEACHER_SIZE%x*}" --set "input.height=${TEACHER_SIZE#*x}")
 SSIZE=()
@@ -51,6 +54,11 @@ bag train "$FRAMES" 131
 bag unlabelled "$((4 * FRAMES))" 132
 bag val "$VAL_FRAMES" 133
 bag test "$TEST_FRAMES" 134
+TEACHER_TRAIN="$B/train"
+if [[ "$TEACHER_FRAMES" -gt 0 ]]; then
+  bag teacher_train "$TEACHER_FRAMES" 135
+  TEACHER_TRAIN="$B/teacher_train"
+fi
 
 run() {  # run NAME COMMAND ARGS...: trains into $OUT/NAME once; an interrupted run continues
   local dir="$OUT/$1" again=()
@@ -65,7 +73,7 @@ if [[ -n "${TEACHER_CKPT:-}" && ! -f "$OUT/teacher/best.pt" ]]; then  # a teache
 fi
 log "teacher: $TEACHER_CONFIG at $TEACHER_SIZE, $TEACHER_MIN min (or TEACHER_CKPT)"
 run teacher vit-perception train --config "$TEACHER_CONFIG" "${TSIZE[@]}" \
-  --train "$B/train" --val "$B/val" --time-budget "$TEACHER_MIN"
+  --train "$TEACHER_TRAIN" --val "$B/val" --time-budget "$TEACHER_MIN"
 log "student on labels alone: $STUDENT_CONFIG, $STUDENT_MIN min"
 run labels_only vit-perception train --config "$STUDENT_CONFIG" "${SSIZE[@]}" --train "$B/train" --val "$B/val" \
   --time-budget "$STUDENT_MIN"
