@@ -74,7 +74,7 @@ fi
 if [ "$S16" = 1 ]; then  # the default model's speed (random weights; calibrated on lab frames)
   echo; echo "== vit_s16_detr 640x480 (random weights): speed of every backend"
   vit-perception export --model vit_s16_detr --size 640x480 --out "$OUT/s16-640x480.onnx" \
-      --verify 0 --int8-calibrate "$DEMO/lab_train" --calib-frames 32 --val "$DEMO/lab_heldout" \
+      --verify 0 --int8-calibrate "$DEMO/lab_train" --calib-frames 8 --val "$DEMO/lab_heldout" \
       --int8-attention "$ATTN"
   bench --config vit_s16_detr --onnx "$OUT/s16-640x480.onnx" --size 640x480 --iters 10 \
       --backend torch onnxruntime onnxruntime:int8-dynamic onnxruntime:int8-static \
@@ -82,7 +82,7 @@ if [ "$S16" = 1 ]; then  # the default model's speed (random weights; calibrated
   if [ "${S16_ALL:-1}" = 1 ] && [ "$ATTN" != all ]; then  # softmax.v in int8 as well
     echo; echo "== vit_s16_detr 640x480, static int8 with --int8-attention all"
     vit-perception export --model vit_s16_detr --size 640x480 --out "$OUT/s16all-640x480.onnx" \
-        --verify 0 --int8-calibrate "$DEMO/lab_train" --calib-frames 32 --val "$DEMO/lab_heldout" \
+        --verify 0 --int8-calibrate "$DEMO/lab_train" --calib-frames 8 --val "$DEMO/lab_heldout" \
         --int8-attention all
     bench --config vit_s16_detr --onnx "$OUT/s16all-640x480.onnx" --size 640x480 --iters 10 \
         --backend onnxruntime:int8-static --json "$OUT/bench-s16all-640x480.json"
