@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from vit_perception.runtime.base import Runner, RunnerError
+from vit_perception.runtime.onnx_graph import replace_nodes
 from vit_perception.runtime.threads import default_threads
 from vit_perception.runtime.threads import physical_cores as physical_cores  # where bench looks
 
@@ -104,18 +105,7 @@ def fuse_attention(proto: Any) -> int:
     if not fused:
         return 0
     replaced = {old.name: new for old, new in new_nodes}
-    kept = [replaced.get(n.name, n) for n in graph.node]
-    outputs = {o.name for o in graph.output}
-    while True:  # drop nodes whose outputs nobody reads any more
-        used = {i for n in kept for i in n.input} | outputs
-        alive = [n for n in kept if any(o in used for o in n.output)]
-        if len(alive) == len(kept):
-            break
-        kept = alive
-    del graph.node[:]
-    graph.node.extend(kept)
-    if not any(o.domain == "com.microsoft" for o in proto.opset_import):
-        proto.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    replace_nodes(proto, [replaced.get(n.name, n) for n in graph.node])
     return fused
 
 

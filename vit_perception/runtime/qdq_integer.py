@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from vit_perception.runtime.onnx_graph import replace_nodes
+
 
 def integer_matmuls(proto: Any) -> int:
     """Replace each MatMul whose two inputs come from ``DequantizeLinear`` (first operand uint8
@@ -75,19 +77,10 @@ def integer_matmuls(proto: Any) -> int:
             domain="com.microsoft")
     if not replaced:
         return 0
-    kept = [replaced.get(i, n) for i, n in enumerate(graph.node) if i not in dropped]
-    outputs = {o.name for o in graph.output}
-    while True:  # drop the DequantizeLinear nodes nobody reads any more
-        used = {i for n in kept for i in n.input} | outputs
-        alive = [n for n in kept if any(o in used for o in n.output)]
-        if len(alive) == len(kept):
-            break
-        kept = alive
-    del graph.node[:]
-    graph.node.extend(kept)
-    used = {i for n in kept for i in n.input}
+    # the DequantizeLinear nodes nobody reads any more go, then their initializers
+    replace_nodes(proto, [replaced.get(i, n) for i, n in enumerate(graph.node)
+                          if i not in dropped])
+    used = {i for n in graph.node for i in n.input}
     for init in [i for i in graph.initializer if i.name not in used]:
         graph.initializer.remove(init)
-    if not any(o.domain == "com.microsoft" for o in proto.opset_import):
-        proto.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return len(replaced)
