@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from ros_support.bags import train_val_bags
 from vit_perception.cli import main
-from vit_perception.data.synth import write_synthetic_bag
 from vit_perception.models.box_ops import box_cxcywh_to_xyxy
 from vit_perception.training.augment_draw import AugmentDraw, FrameAugment
 from vit_perception.training.batch_augment import batch_augment, needs_jitter, needs_warp
@@ -210,11 +210,7 @@ def test_the_same_seed_gives_the_same_batch():
 
 @pytest.fixture(scope="module")
 def bags(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bags")
-    train_bag = write_synthetic_bag(root / "train", frames=6, seed=1, size=(160, 120),
-                                    num_classes=2)
-    val_bag = write_synthetic_bag(root / "val", frames=2, seed=2, size=(160, 120), num_classes=2)
-    return str(train_bag), str(val_bag)
+    return train_val_bags(tmp_path_factory.mktemp("bags"), 6, 2)
 
 
 def _train_argv(bags, out, *extra):

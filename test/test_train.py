@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
+from ros_support.bags import train_val_bags
 from vit_perception.cli import main
 from vit_perception.config import load_config
-from vit_perception.data.synth import write_synthetic_bag
 from vit_perception.models.checkpoint import load_checkpoint
 from vit_perception.training import StopTraining, train
 
@@ -24,11 +24,7 @@ FAST = {
 
 @pytest.fixture(scope="module")
 def bags(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bags")
-    train_bag = write_synthetic_bag(root / "train", frames=8, seed=1, size=(160, 120),
-                                    num_classes=2)
-    val_bag = write_synthetic_bag(root / "val", frames=4, seed=2, size=(160, 120), num_classes=2)
-    return str(train_bag), str(val_bag)
+    return train_val_bags(tmp_path_factory.mktemp("bags"), 8, 4)
 
 
 def _cfg(**train) -> dict:
