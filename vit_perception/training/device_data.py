@@ -87,10 +87,13 @@ class LetterboxedDataset(torch.utils.data.Dataset):
     def __getitem__(self, item) -> tuple[Tensor, dict, Tensor]:
         return self.load(*self.sample_augment(item))
 
-    def load(self, index: int, aug: FrameAugment) -> tuple[Tensor, dict, Tensor]:
-        """Sample ``index`` under ``aug``: ``(frame, target, params)``."""
+    def load(self, index: int, aug: FrameAugment, image: np.ndarray | None = None
+             ) -> tuple[Tensor, dict, Tensor]:
+        """Sample ``index`` under ``aug``: ``(frame, target, params)``; ``image``: its pixels
+        when the caller has read them already (a disk-cached frame is then read once)."""
         s = self.samples[index]
-        frame, lb = letterbox_uint8(np.asarray(s.image), self.size, self.fill)
+        pixels = np.asarray(s.image) if image is None else image
+        frame, lb = letterbox_uint8(pixels, self.size, self.fill)
         return frame, augmented_target(aug, s, self.size), aug.params(lb)
 
 

@@ -87,7 +87,6 @@ class DistillDataset(torch.utils.data.Dataset):
         return x, target
 
 
-
 class DistillLetterboxedDataset(torch.utils.data.Dataset):
     """``DistillDataset`` for augmentation on the device (``train.augment_device``):
     ``(student frame uint8 [3, Hs, Ws], target, student params)``; the target also holds the
@@ -113,8 +112,8 @@ class DistillLetterboxedDataset(torch.utils.data.Dataset):
         from vit_perception.training.translator import input_map
 
         index, aug = self.student.sample_augment(item)
-        frame, target, params = self.student.load(index, aug)
-        image = np.asarray(self.student.samples[index].image)
+        image = np.asarray(self.student.samples[index].image)  # read once for both inputs
+        frame, target, params = self.student.load(index, aug, image)
         teacher_frame, lb_t = letterbox_uint8(image, self.teacher_size, self.teacher_fill)
         target["teacher_image"] = teacher_frame
         target["teacher_params"] = aug.params(lb_t)
