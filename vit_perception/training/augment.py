@@ -18,6 +18,14 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+# the ``train.augment`` keys both augmentation paths (this one and ``augment_draw``) take
+AUGMENT_KEYS = ("hflip", "crop", "crop_min_scale", "zoom_out", "zoom_out_max", "photometric")
+
+
+def augment_kwargs(options: dict) -> dict:
+    """The ``AUGMENT_KEYS`` present in a ``train.augment`` section."""
+    return {k: options[k] for k in AUGMENT_KEYS if k in options}
+
 
 def keep_boxes_window(w: int, h: int, union: tuple[float, float, float, float] | None,
                       min_scale: float, u: list[float]) -> tuple[int, int, int, int]:
@@ -84,9 +92,7 @@ class Augment:
     def from_options(cls, options: dict, mean=None) -> Augment:
         """From the ``train.augment`` section; ``mean`` (0..1 RGB) is the zoom-out fill."""
         fill = tuple(int(round(m * 255)) for m in (mean or (0.485, 0.456, 0.406)))
-        return cls(**{k: options[k] for k in ("hflip", "crop", "crop_min_scale", "zoom_out",
-                                              "zoom_out_max", "photometric") if k in options},
-                   fill=fill)
+        return cls(**augment_kwargs(options), fill=fill)
 
     def __call__(self, image: Tensor, boxes: Tensor, labels: Tensor):
         h, w = image.shape[-2:]

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from vit_perception.models.preprocess import Letterbox, letterbox_params
-from vit_perception.training.augment import keep_boxes_window
+from vit_perception.training.augment import augment_kwargs, keep_boxes_window
 
 JITTER = 0.3  # brightness, contrast, saturation factors in 1 +- JITTER (the CPU path's)
 
@@ -99,8 +99,7 @@ class AugmentDraw:
 
     @classmethod
     def from_options(cls, options: dict) -> AugmentDraw:
-        return cls(**{k: options[k] for k in ("hflip", "crop", "crop_min_scale", "zoom_out",
-                                              "zoom_out_max", "photometric") if k in options})
+        return cls(**augment_kwargs(options))
 
     def __call__(self, seed: int, w: int, h: int, boxes: np.ndarray) -> FrameAugment:
         """One draw for a ``w x h`` frame with ``boxes`` (xyxy ``[n, 4]``), from ``seed``."""
