@@ -119,6 +119,21 @@ def test_load_backbone_from_config_checkpoint_backbone_file_and_dino_weights(tmp
         load_backbone(tmp_path / "missing.pt")
 
 
+def test_load_backbone_from_a_config_yaml_file_gives_its_random_weights(tmp_path):
+    # a run's own config.yaml (here one with the conv stem) is a config: the baseline of that
+    # architecture, with the same seeded random weights as the config's name would give
+    import yaml
+
+    from vit_perception.config import load_config
+
+    cfg = load_config("vit_tiny_detr", {"model": {"backbone": {"stem": "conv"}}})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    net, got = load_backbone(tmp_path / "config.yaml", input_size=(64, 48))
+    assert got["model"]["backbone"]["stem"] == "conv" and net.stem_kind == "conv"
+    again, _ = load_backbone(str(tmp_path / "config.yaml"), input_size=(64, 48))
+    _same_output(net, again)
+
+
 @pytest.fixture(scope="module")
 def photo_bag(tmp_path_factory):
     out = tmp_path_factory.mktemp("probe") / "bag"

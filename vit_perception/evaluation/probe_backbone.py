@@ -74,16 +74,14 @@ def load_backbone(spec: str | Path, config: str | None = None,
     from vit_perception.models.builder import build_backbone
 
     path = Path(spec)
-    if not path.exists():
-        if path.suffix in (".pt", ".pth", ".ckpt", ".safetensors"):
-            raise BackboneSpecError(f"{path}: file not found")
-        cfg = _size(load_config(str(spec)), input_size)  # a config name: random weights
+    if not path.exists() and path.suffix in (".pt", ".pth", ".ckpt", ".safetensors"):
+        raise BackboneSpecError(f"{path}: file not found")
+    if not path.exists() or path.suffix in (".yaml", ".yml"):  # a config: random weights
+        cfg = _size(load_config(str(spec)), input_size)
         with torch.random.fork_rng():
             torch.manual_seed(0)
             net = build_backbone(cfg["model"]["backbone"], _input_size(cfg), False)
         return net.eval(), cfg
-    if path.suffix in (".yaml", ".yml"):
-        return load_backbone(str(path), None, input_size)
     data = None
     if path.suffix != ".safetensors":
         from vit_perception.models.checkpoint import FORMAT, load_checkpoint
