@@ -101,6 +101,92 @@ def test_unlabelled_frames_contribute_no_ground_truth_loss(bags, teacher, tmp_pa
     torch.testing.assert_close(only_u["loss"], kd)
 
 
+def _trainer(cfg, teacher, bags, run_dir, **kwargs):
+    from vit_perception.training.distill import DistillTrainer
+    from vit_perception.training.distributed import Dist
+
+    return DistillTrainer(cfg, teacher, [bags["train"]], [bags["val"]], run_dir, Dist(),
+                          torch.device("cpu"), progress=False, **kwargs)
+
+
+def test_cached_teacher_targets_equal_the_live_ones(bags, teacher, tmp_path):
+    """Without augmentation, the detections cached once per frame give the targets and the KD
+    losses the teacher's pass on the batch gives (to float rounding)."""
+    from vit_perception.training.distill import cached_targets
+    from vit_perception.training.distill_losses import teacher_targets
+    from vit_perception.training.translator import map_boxes
+
+    def trainer(cache: bool, name: str):
+        cfg = _student(teacher_cache=cache, teacher_threshold=0.2)
+        cfg["train"]["augment"] = NO_AUGMENT
+        return _trainer(cfg, teacher, bags, tmp_path / name, unlabelled_bags=[bags["unlabelled"]])
+
+    live, cached = trainer(False, "live"), trainer(True, "cached")
+    assert cached.translator is None and live.translator is not None
+    items = [0, 3, 4]  # labelled and unlabelled frames
+    x, targets = zip(*(live.loader.dataset[i] for i in items))
+    xc, cached_t = zip(*(cached.loader.dataset[i] for i in items))
+    torch.testing.assert_close(torch.stack(x), torch.stack(xc))
+    out = live.teacher(torch.stack([t["teacher_image"] for t in targets]))
+    want = teacher_targets(out["pred_logits"], map_boxes(
+        out["pred_boxes"], torch.stack([t["input_map"] for t in targets])), 0.2)
+    got = cached_targets(list(cached_t), torch.device("cpu"))
+    assert sum(len(w["labels"]) for w in want) > 0
+    for w, g, t in zip(want, got, cached_t):
+        torch.testing.assert_close(g["boxes"], w["boxes"], atol=1e-4, rtol=0)
+        torch.testing.assert_close(g["logits"], w["logits"], atol=1e-4, rtol=1e-4)
+        assert torch.equal(g["labels"], w["labels"])
+        assert "teacher_image" not in t and (t["labels"] >= 0).all()  # GT split off again
+    for t, tc in zip(targets, cached_t):
+        torch.testing.assert_close(tc["boxes"], t["boxes"])
+    with torch.no_grad():
+        a = live.compute_losses(torch.stack(x), list(targets))
+        b = cached.compute_losses(torch.stack(xc), list(cached_t))
+    for key in ("loss_gt", "loss_kd_ce", "loss_kd_noobj", "loss_kd_bbox", "loss_kd_giou"):
+        torch.testing.assert_close(b[key], a[key], atol=1e-4, rtol=1e-4)
+    assert "loss_feat_cos" not in b
+
+
+def test_cached_teacher_boxes_move_with_the_augmentation(bags, teacher, tmp_path):
+    def item(augment: dict, name: str):
+        cfg = _student(teacher_cache=True, teacher_threshold=0.2)
+        cfg["train"]["augment"] = {**NO_AUGMENT, **augment}
+        return _trainer(cfg, teacher, bags, tmp_path / name).loader.dataset[(1, 7)][1]
+
+    plain, flipped = item({}, "plain"), item({"hflip": 1.0}, "flipped")
+    assert len(plain["teacher_boxes"]) == len(flipped["teacher_boxes"]) > 0
+    mirrored = plain["teacher_boxes"].clone()
+    mirrored[:, 0] = 1 - mirrored[:, 0]  # the student's letterbox pads 5 + 6 pixels of 96
+    torch.testing.assert_close(flipped["teacher_boxes"], mirrored, atol=1.5 / 96, rtol=0)
+    torch.testing.assert_close(flipped["teacher_logits"], plain["teacher_logits"])
+    zoomed = item({"zoom_out": 1.0, "zoom_out_max": 2.0}, "zoomed")  # boxes shrink with frame
+    assert zoomed["teacher_boxes"][:, 2:].sum() < 0.9 * plain["teacher_boxes"][:, 2:].sum()
+
+
+def test_distill_with_the_teacher_cache_runs_the_teacher_once_per_frame(bags, teacher, tmp_path,
+                                                                        monkeypatch):
+    from vit_perception.training import teacher as teacher_module
+    from vit_perception.training.distill import distill
+
+    frames = []
+    call = teacher_module.Teacher.__call__
+
+    def counting(self, images):
+        frames.append(len(images))
+        return call(self, images)
+
+    monkeypatch.setattr(teacher_module.Teacher, "__call__", counting)
+    cfg = _student(loss_gt=0.0, teacher_threshold=0.0, teacher_cache=True)
+    cfg["train"].update(epochs=1, samples_per_epoch=16, lr=1e-3)  # default augmentation
+    result = distill(cfg, teacher, [bags["train"]], [bags["val"]], tmp_path / "run",
+                     unlabelled_bags=[bags["unlabelled"]], progress=False)
+    rows = _steps(tmp_path / "run")
+    assert result["steps"] == len(rows) == 8
+    assert sum(frames) == 6  # 4 labelled + 2 unlabelled frames, once, for 16 samples drawn
+    assert rows[-1]["loss_kd_bbox"] < rows[0]["loss_kd_bbox"]
+    assert "loss_feat_cos" not in rows[-1] or rows[-1]["loss_feat_cos"] == 0
+
+
 @pytest.fixture(scope="module")
 def cli_run(bags, teacher, tmp_path_factory):
     run = tmp_path_factory.mktemp("distill_cli") / "run"

@@ -129,13 +129,19 @@ class DetectionDataset(torch.utils.data.Dataset):
         return to_model_input(image, boxes, labels, self.size, self.mean, self.std)
 
 
-def augmented_sample(samples: list[Sample], augment, item) -> tuple[int, Tensor, Tensor, Tensor]:
+def augmented_sample(samples: list[Sample], augment, item,
+                     extra: tuple[Tensor, Tensor] | None = None
+                     ) -> tuple[int, Tensor, Tensor, Tensor]:
     """``(index, image uint8 [3, h, w], boxes xyxy [n, 4], labels [n])`` of ``item`` (an index or
-    the sampler's ``(index, seed)``), through ``augment`` seeded with ``seed`` when given."""
+    the sampler's ``(index, seed)``), through ``augment`` seeded with ``seed`` when given.
+    ``extra`` (xyxy boxes, labels) are appended to the frame's own before augmenting."""
     index, seed = item if isinstance(item, tuple) else (item, 0)
     s = samples[index]
     image = torch.from_numpy(np.array(s.image)).permute(2, 0, 1)  # [3, h, w] uint8
     boxes, labels = torch.from_numpy(s.boxes.copy()), torch.from_numpy(s.labels.copy())
+    if extra is not None:
+        boxes = torch.cat([boxes.float().reshape(-1, 4), extra[0].float()])
+        labels = torch.cat([labels.long(), extra[1].long()])
     if augment is not None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))

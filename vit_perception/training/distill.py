@@ -5,7 +5,9 @@ detector trained against a frozen teacher checkpoint.
 ``run.RunTrainer``: run directory, best/last, exact resume, logs, curves, DDP) with three hooks
 changed: ``build_model`` also loads the teacher and the feature translator, ``load_train_frames``
 adds the unlabelled frames and ``make_dataset`` letterboxes each augmented frame for both
-models; ``compute_losses`` runs the teacher once per batch (inference mode) and sums
+models; ``compute_losses`` runs the teacher once per batch (inference mode), or with
+``distill.teacher_cache`` reads its detections computed once per frame before training
+(``teacher_cache.py``; the augmentation moves them with the frame), and sums
 
     loss_gt * set loss (labelled frames only)
     + loss_kd_ce * KL + loss_kd_noobj * no-object CE + loss_kd_bbox * L1 + loss_kd_giou * GIoU
@@ -60,6 +62,19 @@ def select_batch(outputs: dict, index: Tensor) -> dict:
     return out
 
 
+def cached_targets(targets: list[dict], device: torch.device) -> list[dict]:
+    """``teacher_targets``' per-image dicts from the batch's cached, augmented teacher
+    detections (``teacher_logits``, ``teacher_boxes``: already confident and in the student's
+    normalised cxcywh)."""
+    out = []
+    for t in targets:
+        logits = t["teacher_logits"].to(device).float()
+        scores, labels = logits.softmax(-1)[:, :-1].max(-1)
+        out.append({"logits": logits, "labels": labels, "scores": scores,
+                    "boxes": t["teacher_boxes"].to(device).float()})
+    return out
+
+
 def _tensors(outputs: dict) -> list[Tensor]:
     """Every tensor of a model's output dict (``aux_outputs`` / ``enc_outputs`` included)."""
     found: list[Tensor] = []
@@ -83,6 +98,7 @@ class DistillTrainer(DetectionTrainer):
                  step_callback: Callable[[int, dict], None] | None = None, **kwargs) -> None:
         self.teacher_path = teacher
         self.unlabelled_bags = list(unlabelled_bags)
+        self.teacher_preds: list | None = None  # distill.teacher_cache: per training frame
         super().__init__(cfg, train_bags, val_bags, out_dir, dist, device,
                          step_callback=step_callback, **kwargs)
 
@@ -106,6 +122,11 @@ class DistillTrainer(DetectionTrainer):
                              f"{', '.join(extra)} (teacher classes: {', '.join(classes)})")
         cfg["distill"] = opts
         self.dopts = opts
+        self.teacher_cache = bool(opts["teacher_cache"])
+        if self.teacher_cache and self.augment_on_device:
+            log.info("distill.teacher_cache: augmentation in the data loader (the cached boxes "
+                     "move with each frame's augmentation there)")
+            self.augment_on_device = False
         return cfg
 
     def build_model(self, init) -> None:
@@ -127,7 +148,11 @@ class DistillTrainer(DetectionTrainer):
                                             float(d["kd_noobj_coef"]), bool(d["kd_aux"]))
         self.translator = None
         self.translator_net = None
-        if float(d["loss_feat_cos"]) > 0 or float(d["loss_feat_l1"]) > 0:
+        if self.teacher_cache:
+            log.info("distill.teacher_cache: the teacher's detections are computed once per "
+                     "frame; feature distillation is off (no teacher features of the augmented "
+                     "frames)")
+        elif float(d["loss_feat_cos"]) > 0 or float(d["loss_feat_l1"]) > 0:
             t = d["translator"]
             backbone = self.model.backbone
             self.student_stride = int(backbone.stride)  # type: ignore[arg-type]
@@ -159,8 +184,13 @@ class DistillTrainer(DetectionTrainer):
         from vit_perception.training.distill_data import DistillDataset
 
         t = self.teacher
+        if self.teacher_cache and self.teacher_preds is None:
+            from vit_perception.training.teacher_cache import predict_frames
+
+            self.teacher_preds = predict_frames(t, samples, float(self.dopts["teacher_threshold"]),
+                                                int(self.opts["batch_size"]))
         return DistillDataset(samples, self.has_labels, (self.size, self.mean, self.std),
-                              (t.size, t.mean, t.std), augment)
+                              (t.size, t.mean, t.std), augment, self.teacher_preds)
 
     def make_device_dataset(self, samples: list, draw) -> torch.utils.data.Dataset:
         from vit_perception.training.distill_data import DistillLetterboxedDataset
@@ -195,8 +225,14 @@ class DistillTrainer(DetectionTrainer):
         from vit_perception.training.translator import map_boxes, teacher_cells
 
         d = self.dopts
-        maps = torch.stack([t["input_map"] for t in targets]).to(self.device)
-        teacher = self.teacher(torch.stack([t["teacher_image"] for t in targets]))
+        if self.teacher_cache:
+            kd_targets = cached_targets(targets, self.device)
+        else:
+            maps = torch.stack([t["input_map"] for t in targets]).to(self.device)
+            teacher = self.teacher(torch.stack([t["teacher_image"] for t in targets]))
+            kd_targets = teacher_targets(teacher["pred_logits"],
+                                         map_boxes(teacher["pred_boxes"], maps),
+                                         float(d["teacher_threshold"]))
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
             outputs = self.net(images)
         losses: dict[str, Tensor] = {}
@@ -211,9 +247,6 @@ class DistillTrainer(DetectionTrainer):
         else:
             losses["loss_gt"] = images.new_zeros(())
         total = total + float(d["loss_gt"]) * losses["loss_gt"]
-        kd_targets = teacher_targets(teacher["pred_logits"],
-                                     map_boxes(teacher["pred_boxes"], maps),
-                                     float(d["teacher_threshold"]))
         for name, value in self.kd_loss(outputs, kd_targets).items():
             losses[name] = value
             total = total + float(d[name]) * value

@@ -6,6 +6,11 @@ the ground truth in the student's normalised cxcywh (``labels``, ``boxes``; empt
 frames), ``has_labels`` (bool scalar: only these frames get the ground-truth set loss), the
 teacher's input ``teacher_image [3, Ht, Wt]`` and ``input_map [8]`` (``translator.input_map``:
 teacher -> student coordinates and the frame's extent in the teacher input).
+
+With ``teacher_preds`` (``teacher_cache.predict_frames``: the teacher's detections computed once
+per frame) the teacher's boxes go through the augmentation with the ground truth, and the target
+holds ``teacher_boxes [m, 4]`` (student normalised cxcywh) and ``teacher_logits [m, K+1]``
+instead of the teacher's image.
 """
 
 from __future__ import annotations
@@ -59,12 +64,15 @@ class DistillDataset(torch.utils.data.Dataset):
 
     def __init__(self, samples: list[Sample], has_labels: Sequence[bool],
                  student: tuple[tuple[int, int], list, list],
-                 teacher: tuple[tuple[int, int], list, list], augment=None):
+                 teacher: tuple[tuple[int, int], list, list], augment=None,
+                 teacher_preds: Sequence[tuple[np.ndarray, np.ndarray]] | None = None):
         if len(samples) != len(has_labels):
             raise ValueError("one has_labels flag per sample")
+        if teacher_preds is not None and len(teacher_preds) != len(samples):
+            raise ValueError("one teacher prediction set per sample")
         self.samples, self.has_labels = samples, [bool(h) for h in has_labels]
         self.student, self.teacher = student, teacher
-        self.augment = augment
+        self.augment, self.teacher_preds = augment, teacher_preds
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -74,6 +82,8 @@ class DistillDataset(torch.utils.data.Dataset):
         from vit_perception.training.dataset import augmented_sample, to_model_input
         from vit_perception.training.translator import input_map
 
+        if self.teacher_preds is not None:
+            return self.cached_item(item)
         index, image, boxes, labels = augmented_sample(self.samples, self.augment, item)
         size, mean, std = self.student
         x, target = to_model_input(image, boxes, labels, size, mean, std)
@@ -83,6 +93,26 @@ class DistillDataset(torch.utils.data.Dataset):
         lb_s = letterbox_params(frame.shape[1], frame.shape[0], int(size[0]), int(size[1]))
         target["teacher_image"] = xt[0]
         target["input_map"] = input_map(lb_t, lb_s)
+        target["has_labels"] = torch.tensor(self.has_labels[index])
+        return x, target
+
+    def cached_item(self, item) -> tuple[Tensor, dict]:
+        """The item with the teacher's cached detections moved by the same augmentation: they
+        travel as extra boxes labelled ``-1 - row`` and are split off afterwards."""
+        from vit_perception.training.dataset import augmented_sample, to_model_input
+
+        index = item[0] if isinstance(item, tuple) else item
+        t_boxes, t_logits = self.teacher_preds[index]  # type: ignore[index]
+        extra = (torch.from_numpy(t_boxes).reshape(-1, 4),
+                 -1 - torch.arange(len(t_boxes), dtype=torch.int64))
+        index, image, boxes, labels = augmented_sample(self.samples, self.augment, item, extra)
+        size, mean, std = self.student
+        x, target = to_model_input(image, boxes, labels, size, mean, std)
+        ours = target["labels"] < 0
+        rows = -1 - target["labels"][ours]
+        target["teacher_boxes"] = target["boxes"][ours]
+        target["teacher_logits"] = torch.from_numpy(t_logits)[rows].reshape(-1, t_logits.shape[1])
+        target["labels"], target["boxes"] = target["labels"][~ours], target["boxes"][~ours]
         target["has_labels"] = torch.tensor(self.has_labels[index])
         return x, target
 
