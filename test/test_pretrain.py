@@ -172,9 +172,12 @@ def test_an_existing_run_is_refused_without_resume_or_overwrite(bag, tmp_path, c
     assert (run / "backbone.pt").read_bytes() == b"earlier run"  # nothing lost
 
 
-def test_killed_run_resumes_on_the_same_curve(bag, tmp_path):
+@pytest.mark.parametrize("attention_crops", [0.0, 1.0])
+def test_killed_run_resumes_on_the_same_curve(bag, tmp_path, attention_crops):
+    # with attention_crops the maps are refreshed at the start of epoch 2 (index 1) from the
+    # teacher of step 2; the resumed run (from step 3) must draw from those, not recompute them
     kwargs = {"epochs": 2, "samples_per_epoch": 8, "checkpoint_every_steps": 1,
-              "ibot_weight": 0.5}
+              "ibot_weight": 0.5, "attention_crops": attention_crops, "attention_every": 1}
     full = pretrain(_cfg(**kwargs), [bag], tmp_path / "full", progress=False)
     assert full["steps"] == 4
 
@@ -196,6 +199,12 @@ def test_killed_run_resumes_on_the_same_curve(bag, tmp_path):
     wb = torch.load(tmp_path / "cut" / "backbone.pt", weights_only=True)["state_dict"]
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
+    if attention_crops:  # the resumed run kept the maps of step 2's teacher, bit for bit
+        pa, pb = (torch.load(tmp_path / run / "last.pt", weights_only=True)["extra"]["trainer"]
+                  ["attention_priors"] for run in ("full", "cut"))
+        assert pa["epoch"] == pb["epoch"] == 1 and len(pa["maps"]) == 8
+        for ma, mb in zip(pa["maps"], pb["maps"], strict=True):
+            assert torch.equal(ma, mb)
 
 
 @pytest.fixture(scope="module")

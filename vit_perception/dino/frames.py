@@ -59,15 +59,18 @@ def load_unlabelled(bags: Sequence[str | Path], image_topic: str, max_size: tupl
 
 
 class FrameViews(torch.utils.data.Dataset):
-    """``(index, seed)`` (from ``ResumableSampler``) -> the multi-crop views of that frame."""
+    """``(index, seed)`` (from ``ResumableSampler``) -> the multi-crop views of that frame
+    (with ``priors``, an ``AttentionPriors``, its map of the frame guides the local crops)."""
 
-    def __init__(self, frames: Sequence[np.ndarray], multicrop):
+    def __init__(self, frames: Sequence[np.ndarray], multicrop, priors=None):
         self.frames = frames
         self.multicrop = multicrop
+        self.priors = priors
 
     def __len__(self) -> int:
         return len(self.frames)
 
     def __getitem__(self, item: tuple[int, int]) -> list[torch.Tensor]:
         index, seed = item
-        return self.multicrop(np.asarray(self.frames[index]), seed)
+        prior = self.priors[index] if self.priors is not None else None
+        return self.multicrop(np.asarray(self.frames[index]), seed, prior)

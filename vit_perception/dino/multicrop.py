@@ -4,7 +4,9 @@ Two global views (``global_scale`` of the frame area, ``global_size`` pixels squ
 ``local_crops`` local views (``local_scale``, ``local_size``), each with a random resized crop,
 horizontal flip, colour jitter, grayscale, Gaussian blur and (second global view) solarisation,
 then normalised with the model's mean/std. Every random draw comes from a generator seeded by
-the sample's seed, so a resumed run sees the same views.
+the sample's seed, so a resumed run sees the same views. With ``attention_crops`` > 0 and a
+frame's attention map (``dino.attention_crops``), that fraction of the local crops is centred
+on a point drawn from the map instead of placed uniformly.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from torch import Tensor
 
 
 class MultiCrop:
-    """``MultiCrop(opts, mean, std)(frame, seed)`` -> list of ``[3, S, S]`` float tensors
-    (global views first). ``opts`` is the resolved ``cfg["pretrain"]`` section."""
+    """``MultiCrop(opts, mean, std)(frame, seed[, prior])`` -> list of ``[3, S, S]`` float
+    tensors (global views first). ``opts`` is the resolved ``cfg["pretrain"]`` section;
+    ``prior`` is ``(attention map, cell side in pixels)`` from ``AttentionPriors``, or None."""
 
     def __init__(self, opts: dict, mean: Sequence[float], std: Sequence[float]):
         self.global_size = int(opts["global_size"])
@@ -28,6 +31,7 @@ class MultiCrop:
         self.global_scale = tuple(float(v) for v in opts["global_scale"])
         self.local_scale = tuple(float(v) for v in opts["local_scale"])
         self.local_crops = int(opts["local_crops"])
+        self.attention_crops = float(opts.get("attention_crops", 0.0))
         self.aug = dict(opts["augment"])
         self.mean = np.asarray(mean, np.float32).reshape(1, 1, 3)
         self.std = np.asarray(std, np.float32).reshape(1, 1, 3)
@@ -36,7 +40,8 @@ class MultiCrop:
     def n_views(self) -> int:
         return 2 + self.local_crops
 
-    def __call__(self, frame: np.ndarray, seed: int) -> list[Tensor]:
+    def __call__(self, frame: np.ndarray, seed: int,
+                 prior: tuple[np.ndarray, float] | None = None) -> list[Tensor]:
         rng = np.random.default_rng(seed)
         a = self.aug
         blur_g, sol_g = list(a["blur_global"]), list(a["solarize_global"])
@@ -44,15 +49,23 @@ class MultiCrop:
         for i in range(2):
             views.append(self.view(frame, rng, self.global_size, self.global_scale,
                                    float(blur_g[i]), float(sol_g[i])))
+        guide = prior if self.attention_crops > 0 else None
         for _ in range(self.local_crops):
+            centre = guide if guide is not None and rng.random() < self.attention_crops else None
             views.append(self.view(frame, rng, self.local_size, self.local_scale,
-                                   float(a["blur_local"]), 0.0))
+                                   float(a["blur_local"]), 0.0, centre))
         return views
 
     def view(self, frame: np.ndarray, rng: np.random.Generator, size: int,
-             scale: tuple[float, float], blur_p: float, solarize_p: float) -> Tensor:
+             scale: tuple[float, float], blur_p: float, solarize_p: float,
+             prior: tuple[np.ndarray, float] | None = None) -> Tensor:
         a = self.aug
         x0, y0, w, h = random_resized_box(frame.shape[1], frame.shape[0], scale, rng)
+        if prior is not None:  # same size, centred on a point drawn from the attention map
+            from vit_perception.dino.attention_crops import centred_box
+
+            x0, y0, w, h = centred_box(prior[0], prior[1], frame.shape[1], frame.shape[0],
+                                       w, h, rng)
         crop = frame[y0:y0 + h, x0:x0 + w]
         interp = cv2.INTER_AREA if w > size and h > size else cv2.INTER_LINEAR
         img = cv2.resize(np.ascontiguousarray(crop), (size, size),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -166,8 +167,15 @@ class PretrainTrainer(RunTrainer):
             len(frames), mode="shuffle", samples_per_epoch=o.get("samples_per_epoch"),
             seed=int(o["seed"]), rank=self.dist.rank, world_size=self.dist.world_size)
         self.multicrop = MultiCrop(o, self.mean, self.std)
+        self.frames = frames
+        self.priors = None
+        if float(o["attention_crops"]) > 0:
+            from vit_perception.dino.attention_crops import AttentionPriors
+
+            self.priors = AttentionPriors(float(o["attention_scale"]),
+                                          float(o["attention_power"]))
         self.loader = torch.utils.data.DataLoader(
-            FrameViews(frames, self.multicrop), batch_size=int(o["batch_size"]),
+            FrameViews(frames, self.multicrop, self.priors), batch_size=int(o["batch_size"]),
             sampler=self.sampler, num_workers=int(o["workers"]), collate_fn=collate_views,
             pin_memory=self.device.type == "cuda")
         self.steps_per_epoch = math.ceil(self.sampler.per_rank() / int(o["batch_size"]))
@@ -176,6 +184,7 @@ class PretrainTrainer(RunTrainer):
     def state_objects(self) -> dict:
         return {"model": self.student, "teacher": self.teacher, "objective": self.objective,
                 "optimizer": self.optimizer, "collapse": self.monitor,
+                "attention_priors": self.priors,
                 "scaler": self.scaler if self.scaler.is_enabled() else None}
 
     def deploy_model(self) -> nn.Module:
@@ -184,6 +193,19 @@ class PretrainTrainer(RunTrainer):
         from vit_perception.training.lora import merge_lora
 
         return BackboneModel(merge_lora(self.teacher.module.backbone))
+
+    def batches(self):
+        """The epoch's batches; with ``attention_crops`` the teacher's attention maps are
+        refreshed first at epochs 1, 1 + attention_every, ... (kept in ``last.pt``)."""
+        every = max(1, int(self.opts["attention_every"]))
+        if (self.priors is not None and self.epoch >= 1 and (self.epoch - 1) % every == 0
+                and self.priors.epoch != self.epoch):
+            t0 = time.perf_counter()
+            self.priors.refresh(self.teacher.module.backbone, self.frames, self.mean, self.std,
+                                self.device, self.epoch)
+            log.info("epoch %d: teacher attention maps of %d frames in %.1f s", self.epoch,
+                     len(self.frames), time.perf_counter() - t0)
+        return self.loader
 
     # ------------------------------------------------------------------ step
     def schedules(self) -> dict[str, float]:

@@ -29,6 +29,12 @@ PRETRAIN_DEFAULTS: dict = {
     "global_scale": [0.1, 0.5],  # DINO: [0.4, 1.0] (0.25 with many local crops)
     "local_scale": [0.02, 0.1],  # DINO: [0.05, 0.4]
     "local_crops": 4,  # DINO: 6-10
+    # local crops centred where the teacher's [CLS] attention is (dino/attention_crops.py), so
+    # local views show the few-percent-of-the-frame objects instead of background; 0 = off
+    "attention_crops": 0.0,  # fraction of the local crops centred on a point of the map
+    "attention_every": 2,  # epochs between refreshes of the maps (the first at epoch 1)
+    "attention_scale": 0.5,  # frames shrunk by this for the attention pass (~ global views)
+    "attention_power": 2.0,  # the map raised to this power (sharper than the attention)
     "augment": {
         "hflip": 0.5,
         "color_jitter": 0.8,  # probability; strengths below
