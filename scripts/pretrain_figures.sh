@@ -6,16 +6,21 @@
 #     (`--scene-length 1`): ~730 marks, each a new one on a new background. With the default
 #     5-20-frame scenes its 300 frames hold only ~25 distinct marks per half, several classes
 #     are missing from one half, and the figures swing by 5-10 points with the draw;
-#   - few labels: `train` with 40 and with 400 labelled frames for TRAIN_MIN minutes from random
-#     weights and from the 30-minute backbone; AP50 / AP on a held-out bag;
+#   - few labels: `train` with 40 and with 400 labelled frames for TRAIN_MIN minutes (40 labels:
+#     TRAIN40_MIN) from random weights and from the last (30-minute) backbone; AP50 / AP on a
+#     held-out bag, and validation AP50 / loss curves (few_labels.png);
+#   - with CONV_MIN set: the conv stem (model.backbone.stem=conv) pretrained CONV_MIN minutes,
+#     probed against its random weights, and trained on the 400 labelled frames (TRAIN_MIN) from
+#     both;
 #   - pretrain throughput (images/s, from pretrain's summary).
 # Usage (from the repository root, after `source env.sh`):
 #   scripts/pretrain_figures.sh [OUT]           # OUT defaults to runs/pretrain_figures
-# Environment: CONFIG (vit_tiny_detr), MINUTES ("5 15 30"), TRAIN_MIN (15), UNLABELLED (2000),
-# DEVICE (auto), EXTRA_PRETRAIN (more pretrain flags, e.g. "--set pretrain.ibot_weight=0").
+# Environment: CONFIG (vit_tiny_detr), MINUTES ("5 15 30"), TRAIN_MIN (15), TRAIN40_MIN
+# (TRAIN_MIN), CONV_MIN (unset: no conv stem runs), UNLABELLED (2000), DEVICE (auto),
+# EXTRA_PRETRAIN (more pretrain flags, e.g. "--set pretrain.ibot_weight=0").
 # Steps whose output exists are skipped, so a stopped run continues. Takes about
-# max(MINUTES) + 4 * TRAIN_MIN + ~15 minutes (bags, probes, evals): ~1 h 45 min with the
-# defaults.
+# max(MINUTES) + 2 * (TRAIN_MIN + TRAIN40_MIN) + ~15 minutes (bags, probes, evals): ~1 h 45 min
+# with the defaults; CONV_MIN adds CONV_MIN + 2 * TRAIN_MIN.
 # GPU throughput only:  CONFIG=vit_s16_detr MINUTES=3 DEVICE=cuda scripts/pretrain_figures.sh
 #   --throughput-only   (prints images/s of a 3-minute pretrain and stops)
 set -euo pipefail
@@ -28,6 +33,9 @@ fi
 CONFIG="${CONFIG:-vit_tiny_detr}"
 MINUTES="${MINUTES:-5 15 30}"
 TRAIN_MIN="${TRAIN_MIN:-15}"
+TRAIN40_MIN="${TRAIN40_MIN:-$TRAIN_MIN}"
+CONV_MIN="${CONV_MIN:-}"
+CONV=(--set model.backbone.stem=conv)
 UNLABELLED="${UNLABELLED:-2000}"
 DEV=()
 [[ -n "${DEVICE:-}" ]] && DEV=(--device "$DEVICE")
@@ -80,41 +88,74 @@ log "probe: random weights and each pretrained backbone"
 probe random "$CONFIG"
 for m in $MINUTES; do probe "${m}min" "$OUT/pretrain_${m}min/backbone.pt"; done
 
+few() {  # few NAME LABELLED MINUTES [train flags]: train, then AP50 / AP on the test bag
+  local run="$OUT/$1" n=$2 min=$3
+  if [[ ! -f "$run/best.pt" ]]; then
+    log "train $CONFIG on $n labelled frames ($1), $min min"
+    vit-perception train --config "$CONFIG" --train "$B/train$n" --val "$B/val" --out "$run" \
+      --time-budget "$min" --no-progress "${DEV[@]}" "${@:4}" > /dev/null
+  fi
+  [[ -f "$OUT/json/eval_$1.json" ]] || vit-perception eval --bag "$B/test" \
+    --model "$run/best.pt" --json "$OUT/json/eval_$1.json" --out-bag none "${DEV[@]}" | tail -n 4
+}
 for n in 40 400; do
-  for init in random pretrained; do
-    run="$OUT/train${n}_$init"
-    INIT=()
-    [[ "$init" == pretrained ]] && INIT=(--init "$LAST")
-    if [[ ! -f "$run/best.pt" ]]; then
-      log "train $CONFIG on $n labelled frames from $init weights, $TRAIN_MIN min"
-      vit-perception train --config "$CONFIG" --train "$B/train$n" --val "$B/val" --out "$run" \
-        --time-budget "$TRAIN_MIN" --no-progress "${DEV[@]}" "${INIT[@]}" > /dev/null
-    fi
-    [[ -f "$OUT/json/eval_train${n}_$init.json" ]] || vit-perception eval --bag "$B/test" \
-      --model "$run/best.pt" --json "$OUT/json/eval_train${n}_$init.json" \
-      --out-bag none "${DEV[@]}" | tail -n 4
-  done
+  min=$TRAIN_MIN
+  [[ $n == 40 ]] && min=$TRAIN40_MIN
+  few "train${n}_random" "$n" "$min"
+  few "train${n}_pretrained" "$n" "$min" --init "$LAST"
 done
+python scripts/few_label_curves.py "$OUT/few_labels.png" \
+  "400 labels, random init=$OUT/train400_random" \
+  "400 labels, pretrained=$OUT/train400_pretrained" \
+  "40 labels, random init=$OUT/train40_random" "40 labels, pretrained=$OUT/train40_pretrained"
 
-python - "$OUT" "$MINUTES" "$TRAIN_MIN" "$CONFIG" <<'PY'
+if [[ -n "$CONV_MIN" ]]; then
+  run="$OUT/pretrain_conv_${CONV_MIN}min"
+  if [[ ! -f "$run/backbone.pt" ]]; then
+    log "pretrain $CONFIG with the conv stem, $CONV_MIN min"
+    vit-perception pretrain --config "$CONFIG" "${CONV[@]}" --bags "$B/unlabelled" --out "$run" \
+      --time-budget "$CONV_MIN" --no-progress "${DEV[@]}" "${EXTRA[@]}" \
+      > "$OUT/json/pretrain_conv_${CONV_MIN}min.json"
+  fi
+  probe conv_random "$run/config.yaml"  # a run's config.yaml: its random weights
+  probe "conv_${CONV_MIN}min" "$run/backbone.pt"
+  few train400_conv_random 400 "$TRAIN_MIN" "${CONV[@]}"
+  few train400_conv_pretrained 400 "$TRAIN_MIN" "${CONV[@]}" --init "$run/backbone.pt"
+fi
+
+python - "$OUT" "$MINUTES" "$TRAIN_MIN" "$CONFIG" "$TRAIN40_MIN" "$CONV_MIN" <<'PY'
 import json, sys
 from pathlib import Path
 out, minutes, train_min, config = Path(sys.argv[1]), sys.argv[2].split(), sys.argv[3], sys.argv[4]
+train40_min, conv_min = sys.argv[5], sys.argv[6]
 j = lambda name: json.loads((out / "json" / f"{name}.json").read_text())
 print(f"\nfeature quality of {config} on the probe bag (photo style, 10 shape classes, "
       "one frame a scene; chance 0.10)")
-print(f"{'backbone':24s} {'k-NN acc':>9s} {'linear':>7s} {'attn in box':>12s} {'images/s':>9s}")
+print(f"{'backbone':30s} {'k-NN acc':>9s} {'linear':>7s} {'attn in box':>12s} {'images/s':>9s}")
 rows = [("random weights", j("probe_random"), None)]
 rows += [(f"pretrain {m} min", j(f"probe_{m}min"), j(f"pretrain_{m}min")) for m in minutes]
 base = rows[0][1]["knn_accuracy"]
 for name, p, pre in rows:
     rate = f"{pre['images_per_s']:9.1f}" if pre else f"{'':9s}"
-    print(f"{name:24s} {p['knn_accuracy']:9.3f} {p['linear_accuracy']:7.3f} "
+    print(f"{name:30s} {p['knn_accuracy']:9.3f} {p['linear_accuracy']:7.3f} "
           f"{p['attention_in_box']:12.3f} {rate}   k-NN {100 * (p['knn_accuracy'] - base):+.1f} pts")
-print(f"\nfew labels: train {train_min} min, AP50 / AP on the held-out bag (200 frames)")
+if conv_min:
+    rows += [("conv stem, random", j("probe_conv_random"), None),
+             (f"conv stem, pretrain {conv_min} min", j(f"probe_conv_{conv_min}min"),
+              j(f"pretrain_conv_{conv_min}min"))]
+    for name, p, pre in rows[-2:]:
+        rate = f"{pre['images_per_s']:9.1f}" if pre else f"{'':9s}"
+        print(f"{name:30s} {p['knn_accuracy']:9.3f} {p['linear_accuracy']:7.3f} "
+              f"{p['attention_in_box']:12.3f} {rate}")
+print(f"\nfew labels: train {train_min} min ({train40_min} min with 40 labels), AP50 / AP on "
+      "the held-out bag (200 frames)")
 print(f"{'labelled frames':16s} {'random init':>16s} {'pretrained':>16s} {'AP50 gain':>10s}")
 for n in (40, 400):
     a, b = j(f"eval_train{n}_random"), j(f"eval_train{n}_pretrained")
     print(f"{n:<16d} {a['AP50']:7.3f} / {a['AP']:6.3f} {b['AP50']:7.3f} / {b['AP']:6.3f} "
           f"{b['AP50'] - a['AP50']:+10.3f}")
+if conv_min:
+    a, b = j("eval_train400_conv_random"), j("eval_train400_conv_pretrained")
+    print(f"{'400, conv stem':16s} {a['AP50']:7.3f} / {a['AP']:6.3f} {b['AP50']:7.3f} / "
+          f"{b['AP']:6.3f} {b['AP50'] - a['AP50']:+10.3f}")
 PY
