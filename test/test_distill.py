@@ -101,6 +101,21 @@ def test_unlabelled_frames_contribute_no_ground_truth_loss(bags, teacher, tmp_pa
     torch.testing.assert_close(only_u["loss"], kd)
 
 
+def test_kd_labelled_off_distils_only_the_unlabelled_frames(bags, teacher, tmp_path):
+    cfg = _student(kd_labelled=False, teacher_threshold=0.0)
+    cfg["train"]["augment"] = NO_AUGMENT
+    trainer = _trainer(cfg, teacher, bags, tmp_path / "run", unlabelled_bags=[bags["unlabelled"]])
+    (x_l, t_l), (x_u, t_u) = trainer.loader.dataset[0], trainer.loader.dataset[4]
+    with torch.no_grad():
+        labelled = trainer.compute_losses(x_l[None], [t_l])
+        mixed = trainer.compute_losses(torch.stack([x_l, x_u]), [t_l, t_u])
+        only_u = trainer.compute_losses(x_u[None], [t_u])
+    assert labelled["loss_gt"].item() > 1.0 and labelled["loss_kd_giou"].item() == 0.0
+    assert only_u["loss_kd_giou"].item() > 0.0
+    for key in ("loss_kd_ce", "loss_kd_noobj", "loss_kd_bbox", "loss_kd_giou"):
+        torch.testing.assert_close(mixed[key], only_u[key], rtol=1e-4, atol=1e-5)
+
+
 def _trainer(cfg, teacher, bags, run_dir, **kwargs):
     from vit_perception.training.distill import DistillTrainer
     from vit_perception.training.distributed import Dist

@@ -247,7 +247,7 @@ class DistillTrainer(DetectionTrainer):
         else:
             losses["loss_gt"] = images.new_zeros(())
         total = total + float(d["loss_gt"]) * losses["loss_gt"]
-        for name, value in self.kd_loss(outputs, kd_targets).items():
+        for name, value in self.detection_kd(outputs, kd_targets, targets).items():
             losses[name] = value
             total = total + float(d[name]) * value
         if self.translator_net is not None:
@@ -268,6 +268,20 @@ class DistillTrainer(DetectionTrainer):
         losses["loss"] = total + 0.0 * sum(v.float().sum() for v in _tensors(outputs)
                                            if v.requires_grad)
         return losses
+
+    def detection_kd(self, outputs: dict, kd_targets: list[dict], targets: list[dict]
+                     ) -> dict[str, Tensor]:
+        """The detection-distillation terms over the batch, or (``distill.kd_labelled`` false)
+        over its unlabelled frames only: frames with labels then learn from their ground truth
+        alone."""
+        if bool(self.dopts["kd_labelled"]):
+            return self.kd_loss(outputs, kd_targets)
+        rows = [i for i, t in enumerate(targets) if not bool(t["has_labels"])]
+        if not rows:
+            zero = outputs["pred_logits"].new_zeros((), dtype=torch.float32)
+            return {name: zero for name in KD_TERMS}
+        index = torch.tensor(rows, device=outputs["pred_logits"].device)
+        return self.kd_loss(select_batch(outputs, index), [kd_targets[i] for i in rows])
 
     def summary(self, stopped: str, metrics: dict | None) -> dict:
         return {**super().summary(stopped, metrics), "teacher": str(self.dopts["teacher"])}

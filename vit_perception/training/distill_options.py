@@ -30,6 +30,8 @@ DISTILL_DEFAULTS: dict = {
     },
     "teacher_amp": "auto",  # auto (bf16 on CUDA where supported, fp16 other CUDA; off on CPU)
     #                         | bf16 (also on CPU) | fp16 (CUDA) | off
+    "kd_labelled": True,  # false: detection distillation on unlabelled frames only (frames
+    #                       with labels learn from their ground truth alone)
     "teacher_cache": False,  # true: the teacher's detections are computed once per frame before
     #   training and moved with each augmentation (teacher_cache.py): a step costs what a plain
     #   step costs, for targets that skip the colour jitter and no feature distillation
