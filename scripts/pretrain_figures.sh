@@ -95,8 +95,13 @@ few() {  # few NAME LABELLED MINUTES [train flags]: train, then AP50 / AP on the
     vit-perception train --config "$CONFIG" --train "$B/train$n" --val "$B/val" --out "$run" \
       --time-budget "$min" --no-progress "${DEV[@]}" "${@:4}" > /dev/null
   fi
+  # best.pt: the best validation epoch (near-zero validation AP makes that mostly chance);
+  # last.pt: the end of the budget
   [[ -f "$OUT/json/eval_$1.json" ]] || vit-perception eval --bag "$B/test" \
     --model "$run/best.pt" --json "$OUT/json/eval_$1.json" --out-bag none "${DEV[@]}" | tail -n 4
+  [[ -f "$OUT/json/eval_$1_last.json" ]] || vit-perception eval --bag "$B/test" \
+    --model "$run/last.pt" --json "$OUT/json/eval_$1_last.json" --out-bag none "${DEV[@]}" \
+    | tail -n 4
 }
 for n in 40 400; do
   min=$TRAIN_MIN
@@ -149,13 +154,13 @@ if conv_min:
               f"{p['attention_in_box']:12.3f} {rate}")
 print(f"\nfew labels: train {train_min} min ({train40_min} min with 40 labels), AP50 / AP on "
       "the held-out bag (200 frames)")
-print(f"{'labelled frames':16s} {'random init':>16s} {'pretrained':>16s} {'AP50 gain':>10s}")
-for n in (40, 400):
-    a, b = j(f"eval_train{n}_random"), j(f"eval_train{n}_pretrained")
-    print(f"{n:<16d} {a['AP50']:7.3f} / {a['AP']:6.3f} {b['AP50']:7.3f} / {b['AP']:6.3f} "
-          f"{b['AP50'] - a['AP50']:+10.3f}")
+print(f"{'labelled frames':24s} {'random init':>16s} {'pretrained':>16s} {'AP50 gain':>10s}")
+pairs = [(f"{n}", f"train{n}_random", f"train{n}_pretrained") for n in (40, 400)]
 if conv_min:
-    a, b = j("eval_train400_conv_random"), j("eval_train400_conv_pretrained")
-    print(f"{'400, conv stem':16s} {a['AP50']:7.3f} / {a['AP']:6.3f} {b['AP50']:7.3f} / "
-          f"{b['AP']:6.3f} {b['AP50'] - a['AP50']:+10.3f}")
+    pairs.append(("400, conv stem", "train400_conv_random", "train400_conv_pretrained"))
+for label, ra, pb in pairs:
+    for ck, suffix in (("best.pt", ""), ("last.pt", "_last")):
+        a, b = j(f"eval_{ra}{suffix}"), j(f"eval_{pb}{suffix}")
+        print(f"{label + ', ' + ck:24s} {a['AP50']:7.3f} / {a['AP']:6.3f} {b['AP50']:7.3f} / "
+              f"{b['AP']:6.3f} {b['AP50'] - a['AP50']:+10.3f}")
 PY
