@@ -12,7 +12,9 @@
 # teacher checkpoint: skips the teacher's training), STUDENT_CONFIG (vit_tiny_detr; vit_nano_detr
 # is the small student config), TEACHER_FRAMES (0: the teacher trains on the students' labelled
 # bag; N: on a separate N-frame labelled bag, as a team's workstation model trained on its
-# larger data set).
+# larger data set), STUDENT_SET (--set KEY=VALUE items for every student, e.g.
+# "model.head.enc_layers=0"), DISTILL_SET (--set items for the two distilled students only, e.g.
+# "distill.teacher_cache=true").
 # Steps whose output exists are skipped, so a stopped run continues.
 set -euo pipefail
 OUT="${1:-runs/distill_figures}"
@@ -31,6 +33,9 @@ TSIZE=(--set "input.width=${TEACHER_SIZE%x*}" --set "input.height=${TEACHER_SIZE
 SSIZE=()
 [[ -n "$STUDENT_SIZE" ]] && SSIZE=(--set "input.width=${STUDENT_SIZE%x*}" \
   --set "input.height=${STUDENT_SIZE#*x}")
+for item in ${STUDENT_SET:-}; do SSIZE+=(--set "$item"); done
+DSET=()
+for item in ${DISTILL_SET:-}; do DSET+=(--set "$item"); done
 SYNTH=(--size 320x240)
 if vit-perception synth --help | grep -q -- "--style"; then
   STYLE="${STYLE:-photo}"
@@ -79,10 +84,12 @@ run labels_only vit-perception train --config "$STUDENT_CONFIG" "${SSIZE[@]}" --
   --time-budget "$STUDENT_MIN"
 log "student distilled with labels: $STUDENT_MIN min"
 run distilled vit-perception distill --teacher "$OUT/teacher/best.pt" \
-  --student-config "$STUDENT_CONFIG" "${SSIZE[@]}" --train "$B/train" --val "$B/val" --time-budget "$STUDENT_MIN"
+  --student-config "$STUDENT_CONFIG" "${SSIZE[@]}" "${DSET[@]}" --train "$B/train" --val "$B/val" \
+  --time-budget "$STUDENT_MIN"
 log "student distilled with labels + the unlabelled bag: $STUDENT_MIN min"
 run distilled_unlabelled vit-perception distill --teacher "$OUT/teacher/best.pt" \
-  --student-config "$STUDENT_CONFIG" "${SSIZE[@]}" --train "$B/train" --unlabelled "$B/unlabelled" \
+  --student-config "$STUDENT_CONFIG" "${SSIZE[@]}" "${DSET[@]}" --train "$B/train" \
+  --unlabelled "$B/unlabelled" \
   --val "$B/val" --time-budget "$STUDENT_MIN"
 for run in teacher labels_only distilled distilled_unlabelled; do
   log "eval $run on the held-out bag"
