@@ -66,13 +66,10 @@ def cached_targets(targets: list[dict], device: torch.device) -> list[dict]:
     """``teacher_targets``' per-image dicts from the batch's cached, augmented teacher
     detections (``teacher_logits``, ``teacher_boxes``: already confident and in the student's
     normalised cxcywh)."""
-    out = []
-    for t in targets:
-        logits = t["teacher_logits"].to(device).float()
-        scores, labels = logits.softmax(-1)[:, :-1].max(-1)
-        out.append({"logits": logits, "labels": labels, "scores": scores,
-                    "boxes": t["teacher_boxes"].to(device).float()})
-    return out
+    from vit_perception.training.distill_losses import teacher_targets
+
+    return [teacher_targets(t["teacher_logits"].to(device)[None],
+                            t["teacher_boxes"].to(device)[None], 0.0)[0] for t in targets]
 
 
 def _tensors(outputs: dict) -> list[Tensor]:
@@ -98,7 +95,6 @@ class DistillTrainer(DetectionTrainer):
                  step_callback: Callable[[int, dict], None] | None = None, **kwargs) -> None:
         self.teacher_path = teacher
         self.unlabelled_bags = list(unlabelled_bags)
-        self.teacher_preds: list | None = None  # distill.teacher_cache: per training frame
         super().__init__(cfg, train_bags, val_bags, out_dir, dist, device,
                          step_callback=step_callback, **kwargs)
 
@@ -184,13 +180,14 @@ class DistillTrainer(DetectionTrainer):
         from vit_perception.training.distill_data import DistillDataset
 
         t = self.teacher
-        if self.teacher_cache and self.teacher_preds is None:
+        preds = None
+        if self.teacher_cache:
             from vit_perception.training.teacher_cache import predict_frames
 
-            self.teacher_preds = predict_frames(t, samples, float(self.dopts["teacher_threshold"]),
-                                                int(self.opts["batch_size"]))
+            preds = predict_frames(t, samples, float(self.dopts["teacher_threshold"]),
+                                   int(self.opts["batch_size"]))
         return DistillDataset(samples, self.has_labels, (self.size, self.mean, self.std),
-                              (t.size, t.mean, t.std), augment, self.teacher_preds)
+                              (t.size, t.mean, t.std), augment, preds)
 
     def make_device_dataset(self, samples: list, draw) -> torch.utils.data.Dataset:
         from vit_perception.training.distill_data import DistillLetterboxedDataset

@@ -26,10 +26,12 @@ log = logging.getLogger(__name__)
 def predict_frames(teacher, samples: Sequence, threshold: float, batch_size: int = 16
                    ) -> list[tuple[np.ndarray, np.ndarray]]:
     """The teacher's predictions whose best class probability is ``>= threshold`` on each
-    sample's frame (``dataset.Sample``), as frame-pixel xyxy boxes (clipped to the frame; boxes
-    under a pixel wide or high left out) and the raw logits of the same queries."""
+    sample's frame (``dataset.Sample``; selected by ``distill_losses.teacher_targets``, as on the
+    live path), as frame-pixel xyxy boxes (clipped to the frame; boxes under a pixel wide or high
+    left out) and the raw logits of the same queries."""
     from vit_perception.models.box_ops import box_cxcywh_to_xyxy
     from vit_perception.models.preprocess import preprocess
+    from vit_perception.training.distill_losses import teacher_targets
 
     unique: dict[int, int] = {}  # id(sample) -> its row in order
     order: list = []
@@ -44,16 +46,13 @@ def predict_frames(teacher, samples: Sequence, threshold: float, batch_size: int
         x, boxes = preprocess([np.asarray(s.image) for s in chunk], teacher.size, teacher.mean,
                               teacher.std, "cpu")
         out = teacher(x)
-        prob = out["pred_logits"].softmax(-1)[..., :-1]
-        scores = prob.max(-1).values
-        xyxy = box_cxcywh_to_xyxy(out["pred_boxes"]) * torch.tensor([w, h, w, h])
-        for i, lb in enumerate(boxes):
-            keep = scores[i].cpu() >= threshold
-            frame_boxes = lb.to_source(xyxy[i][keep].cpu().double()).float()
+        for lb, t in zip(boxes, teacher_targets(out["pred_logits"], out["pred_boxes"],
+                                                threshold)):
+            xyxy = box_cxcywh_to_xyxy(t["boxes"].cpu()) * torch.tensor([w, h, w, h])
+            frame_boxes = lb.to_source(xyxy.double()).float()
             sized = ((frame_boxes[:, 2] - frame_boxes[:, 0]) >= 1) & \
                 ((frame_boxes[:, 3] - frame_boxes[:, 1]) >= 1)
-            results.append((frame_boxes[sized].numpy(),
-                            out["pred_logits"][i][keep][sized].float().cpu().numpy()))
+            results.append((frame_boxes[sized].numpy(), t["logits"].cpu()[sized].numpy()))
         done = start + len(chunk)
         if done == len(order) or (start // batch_size) % 20 == 19:
             log.info("teacher cache: %d / %d frames (%.0f s)", done, len(order),
