@@ -137,7 +137,7 @@ def test_cached_teacher_targets_equal_the_live_ones(bags, teacher, tmp_path):
         return _trainer(cfg, teacher, bags, tmp_path / name, unlabelled_bags=[bags["unlabelled"]])
 
     live, cached = trainer(False, "live"), trainer(True, "cached")
-    assert cached.translator is None and live.translator is not None
+    assert cached.translator is not None and live.translator is not None
     items = [0, 3, 4]  # labelled and unlabelled frames
     x, targets = zip(*(live.loader.dataset[i] for i in items))
     xc, cached_t = zip(*(cached.loader.dataset[i] for i in items))
@@ -152,14 +152,18 @@ def test_cached_teacher_targets_equal_the_live_ones(bags, teacher, tmp_path):
         torch.testing.assert_close(g["logits"], w["logits"], atol=1e-4, rtol=1e-4)
         assert torch.equal(g["labels"], w["labels"])
         assert "teacher_image" not in t and (t["labels"] >= 0).all()  # GT split off again
-    for t, tc in zip(targets, cached_t):
+    for t, tc, f in zip(targets, cached_t, out["features"]):
         torch.testing.assert_close(tc["boxes"], t["boxes"])
+        torch.testing.assert_close(tc["input_map"], t["input_map"], atol=1e-6, rtol=0)
+        torch.testing.assert_close(tc["teacher_features"].float(), f, atol=2e-2, rtol=1e-2)
+    cached.translator.load_state_dict(live.translator.state_dict())
     with torch.no_grad():
         a = live.compute_losses(torch.stack(x), list(targets))
         b = cached.compute_losses(torch.stack(xc), list(cached_t))
-    for key in ("loss_gt", "loss_kd_ce", "loss_kd_noobj", "loss_kd_bbox", "loss_kd_giou"):
-        torch.testing.assert_close(b[key], a[key], atol=1e-4, rtol=1e-4)
-    assert "loss_feat_cos" not in b
+    for key in ("loss_gt", "loss_kd_ce", "loss_kd_noobj", "loss_kd_bbox", "loss_kd_giou",
+                "loss_feat_cos", "loss_feat_l1"):
+        torch.testing.assert_close(b[key], a[key], atol=2e-3, rtol=2e-3)
+    assert b["loss_feat_cos"] > 0
 
 
 def test_cached_teacher_boxes_move_with_the_augmentation(bags, teacher, tmp_path):
@@ -176,6 +180,35 @@ def test_cached_teacher_boxes_move_with_the_augmentation(bags, teacher, tmp_path
     torch.testing.assert_close(flipped["teacher_logits"], plain["teacher_logits"])
     zoomed = item({"zoom_out": 1.0, "zoom_out_max": 2.0}, "zoomed")  # boxes shrink with frame
     assert zoomed["teacher_boxes"][:, 2:].sum() < 0.9 * plain["teacher_boxes"][:, 2:].sum()
+
+
+def test_cached_feature_cells_move_with_the_augmentation(bags, teacher, tmp_path):
+    """The map from the cached feature cells (un-augmented frame, teacher input) to the student's
+    augmented input agrees with where the augmentation moved the teacher's boxes, through flips,
+    zoom-outs and crops; cells the crop cut off are masked out."""
+    from vit_perception.models.box_ops import box_xyxy_to_cxcywh
+    from vit_perception.models.preprocess import letterbox_params
+    from vit_perception.training.translator import map_boxes, teacher_cells
+
+    cfg = _student(teacher_cache=True, teacher_threshold=0.2)
+    cfg["train"]["augment"] = {**NO_AUGMENT, "hflip": 0.5, "zoom_out": 0.5, "zoom_out_max": 2.0,
+                               "crop": 0.7, "crop_min_scale": 0.3}
+    data = _trainer(cfg, teacher, bags, tmp_path / "run").loader.dataset
+    sample, (frame_boxes, _, features) = data.samples[1], data.teacher_preds[1]
+    assert features is not None and len(frame_boxes) > 0
+    lb = letterbox_params(sample.width, sample.height, 96, 96)
+    t_boxes = box_xyxy_to_cxcywh(lb.to_input(torch.from_numpy(frame_boxes))) / 96
+    flips, cut = set(), 0
+    for seed in range(12):
+        target = data[(1, seed)][1]
+        m = target["input_map"]
+        flips.add(bool(m[0] < 0))
+        moved = map_boxes(t_boxes[None], m[None])[0]
+        torch.testing.assert_close(moved, target["teacher_boxes"], atol=1.5 / 64, rtol=0)
+        grid, mask = teacher_cells(m[None], tuple(features.shape[-2:]), (1.0, 1.0), (1.0, 1.0))
+        cut += int((~mask).sum())
+        assert (grid[mask].abs() <= 1 + 1e-5).all()  # every kept cell lands on the input
+    assert flips == {True, False} and cut > 0
 
 
 def test_distill_with_the_teacher_cache_runs_the_teacher_once_per_frame(bags, teacher, tmp_path,
@@ -199,7 +232,7 @@ def test_distill_with_the_teacher_cache_runs_the_teacher_once_per_frame(bags, te
     assert result["steps"] == len(rows) == 8
     assert sum(frames) == 6  # 4 labelled + 2 unlabelled frames, once, for 16 samples drawn
     assert rows[-1]["loss_kd_bbox"] < rows[0]["loss_kd_bbox"]
-    assert "loss_feat_cos" not in rows[-1] or rows[-1]["loss_feat_cos"] == 0
+    assert rows[-1]["loss_feat_cos"] < rows[0]["loss_feat_cos"]  # cached feature maps distil
 
 
 @pytest.fixture(scope="module")

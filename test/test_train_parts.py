@@ -68,6 +68,32 @@ def test_augmentation_moves_boxes_with_pixels():
         assert (xs.max().item() + 1, ys.max().item() + 1) == (x2, y2), seed
 
 
+def test_source_map_says_where_every_pixel_went():
+    """``Augment(..., source=True)``: the map from source to augmented pixels holds for every
+    visible pixel through flips, zoom-outs and crops, and asking for it leaves the draw"""
+    aug = Augment(hflip=0.5, crop=0.7, zoom_out=0.5, photometric=0.0)
+    img = torch.randint(0, 256, (3, 30, 40), dtype=torch.uint8,
+                        generator=torch.Generator().manual_seed(0))
+    boxes, labels = torch.tensor([[5.0, 6.0, 12.0, 20.0]]), torch.tensor([0])
+    kinds = set()
+    for seed in range(16):
+        torch.manual_seed(seed)
+        out, b, _, where = aug(img, boxes, labels, source=True)
+        torch.manual_seed(seed)
+        plain, b_plain, _ = aug(img, boxes, labels)
+        assert torch.equal(out, plain) and torch.equal(b, b_plain)
+        sx, tx, ty, x0, y0, x1, y1 = where.tolist()
+        kinds.add((sx < 0, out.shape[-2:] != img.shape[-2:]))
+        ys, xs = torch.meshgrid(torch.arange(int(y0), int(y1)), torch.arange(int(x0), int(x1)),
+                                indexing="ij")
+        xo = (sx * (xs + 0.5) + tx - 0.5).round().long()
+        assert torch.equal(out[:, ys + int(ty), xo], img[:, ys, xs])
+        edges = sorted((sx * float(boxes[0, 0]) + tx, sx * float(boxes[0, 2]) + tx))
+        torch.testing.assert_close(b[0], torch.tensor([edges[0], float(boxes[0, 1]) + ty,
+                                                       edges[1], float(boxes[0, 3]) + ty]))
+    assert {k[0] for k in kinds} == {True, False} and any(k[1] for k in kinds)
+
+
 def test_dataset_uses_runtime_letterbox_and_is_seeded():
     img = np.full((120, 200, 3), 128, np.uint8)
     s = Sample(np.array([[20.0, 10.0, 60.0, 50.0]], np.float32), np.array([0]), 200, 120, "x",

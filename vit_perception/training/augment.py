@@ -58,9 +58,10 @@ class RandomCropKeepBoxes(torch.nn.Module):
         super().__init__()
         self.p, self.min_scale = p, min_scale
 
-    def forward(self, image: Tensor, boxes: tv_tensors.BoundingBoxes):
+    def forward(self, image: Tensor, boxes: tv_tensors.BoundingBoxes, *others: Tensor):
+        """``others`` (masks of the image's size) are cropped with it."""
         if self.p <= 0 or torch.rand(()) >= self.p:
-            return image, boxes
+            return (image, boxes, *others)
         h, w = image.shape[-2:]
         union = None
         if len(boxes):
@@ -68,7 +69,7 @@ class RandomCropKeepBoxes(torch.nn.Module):
                      boxes[:, 2].max().item(), boxes[:, 3].max().item())
         left, top, cw, ch = keep_boxes_window(w, h, union, self.min_scale,
                                               torch.rand(4).tolist())
-        return TF.crop(image, top, left, ch, cw), TF.crop(boxes, top, left, ch, cw)
+        return tuple(TF.crop(x, top, left, ch, cw) for x in (image, boxes, *others))
 
 
 class Augment:
@@ -94,14 +95,50 @@ class Augment:
         fill = tuple(int(round(m * 255)) for m in (mean or (0.485, 0.456, 0.406)))
         return cls(**augment_kwargs(options), fill=fill)
 
-    def __call__(self, image: Tensor, boxes: Tensor, labels: Tensor):
+    def __call__(self, image: Tensor, boxes: Tensor, labels: Tensor, source: bool = False):
+        """With ``source``, a fourth value: ``source_map`` of the frame (where its pixels went,
+        read from a coordinate mask that the flip, zoom-out and crop move with the pixels)."""
         h, w = image.shape[-2:]
         img = tv_tensors.Image(image)
         bb = tv_tensors.BoundingBoxes(boxes.float().reshape(-1, 4), format="XYXY",
                                       canvas_size=(h, w))
-        img, bb = self.geometric(img, bb)
-        img, bb = self.crop(img, bb)
+        others = (coordinate_mask(h, w),) if source else ()
+        img, bb, *others = self.geometric(img, bb, *others)
+        img, bb, *others = self.crop(img, bb, *others)
         img = self.photometric(img)
         boxes = bb.as_subclass(Tensor)
         keep = ((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)
-        return img.as_subclass(Tensor), boxes[keep], labels[keep]
+        out = (img.as_subclass(Tensor), boxes[keep], labels[keep])
+        return (*out, source_map(others[0].as_subclass(Tensor))) if source else out
+
+
+def coordinate_mask(h: int, w: int) -> tv_tensors.Mask:
+    """``[2, h, w]`` int32: each pixel's ``x + 1`` and ``y + 1`` (0 is left for padding)."""
+    ys, xs = torch.meshgrid(torch.arange(1, h + 1, dtype=torch.int32),
+                            torch.arange(1, w + 1, dtype=torch.int32), indexing="ij")
+    return tv_tensors.Mask(torch.stack((xs, ys)))
+
+
+def identity_map(h: int, w: int) -> Tensor:
+    """``source_map`` of a frame the augmentation left as it was."""
+    return torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0, float(w), float(h)])
+
+
+def source_map(mask: Tensor) -> Tensor:
+    """``[7]`` float from an augmented ``coordinate_mask``: ``(sx, tx, ty)`` with
+    ``x_out = sx * x + tx``, ``y_out = y + ty`` (continuous pixel coordinates of the source
+    frame -> the augmented one; ``sx`` is -1 after a flip), then the part of the source frame
+    still visible as ``(x0, y0, x1, y1)`` source pixels. Flips, pads and crops are all an
+    augmentation does to the geometry, so two pixels pin the map down."""
+    valid = mask[0] > 0
+    rows, cols = valid.any(1).nonzero()[:, 0], valid.any(0).nonzero()[:, 0]
+    if len(rows) == 0:
+        raise ValueError("the augmentation left no pixel of the frame")
+    r, c1, c2 = int(rows[0]), int(cols[0]), int(cols[-1])
+    x1, y1 = int(mask[0, r, c1]) - 1, int(mask[1, r, c1]) - 1
+    flipped = c2 > c1 and int(mask[0, r, c2]) - 1 < x1
+    sx, tx = (-1.0, float(x1 + c1 + 1)) if flipped else (1.0, float(c1 - x1))
+    xs = mask[0][valid].float() - 1
+    ys = mask[1][valid].float() - 1
+    return torch.tensor([sx, tx, float(r - y1), float(xs.min()), float(ys.min()),
+                         float(xs.max()) + 1, float(ys.max()) + 1])

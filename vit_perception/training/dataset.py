@@ -130,11 +130,12 @@ class DetectionDataset(torch.utils.data.Dataset):
 
 
 def augmented_sample(samples: list[Sample], augment, item,
-                     extra: tuple[Tensor, Tensor] | None = None
-                     ) -> tuple[int, Tensor, Tensor, Tensor]:
+                     extra: tuple[Tensor, Tensor] | None = None, source: bool = False
+                     ) -> tuple:
     """``(index, image uint8 [3, h, w], boxes xyxy [n, 4], labels [n])`` of ``item`` (an index or
     the sampler's ``(index, seed)``), through ``augment`` seeded with ``seed`` when given.
-    ``extra`` (xyxy boxes, labels) are appended to the frame's own before augmenting."""
+    ``extra`` (xyxy boxes, labels) are appended to the frame's own before augmenting. With
+    ``source``, a fifth value: ``augment.source_map``, where the frame's pixels went."""
     index, seed = item if isinstance(item, tuple) else (item, 0)
     s = samples[index]
     image = torch.from_numpy(np.array(s.image)).permute(2, 0, 1)  # [3, h, w] uint8
@@ -142,11 +143,17 @@ def augmented_sample(samples: list[Sample], augment, item,
     if extra is not None:
         boxes = torch.cat([boxes.float().reshape(-1, 4), extra[0].float()])
         labels = torch.cat([labels.long(), extra[1].long()])
-    if augment is not None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
-            image, boxes, labels = augment(image, boxes, labels)
-    return index, image, boxes, labels
+    if augment is None:
+        if source:
+            from vit_perception.training.augment import identity_map
+
+            return index, image, boxes, labels, identity_map(*image.shape[-2:])
+        return index, image, boxes, labels
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        out = augment(image, boxes, labels, source=True) if source else \
+            augment(image, boxes, labels)
+    return (index, *out)
 
 
 def to_model_input(image: Tensor, boxes: Tensor, labels: Tensor, size: tuple[int, int], mean,

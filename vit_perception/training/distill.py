@@ -6,8 +6,8 @@ detector trained against a frozen teacher checkpoint.
 changed: ``build_model`` also loads the teacher and the feature translator, ``load_train_frames``
 adds the unlabelled frames and ``make_dataset`` letterboxes each augmented frame for both
 models; ``compute_losses`` runs the teacher once per batch (inference mode), or with
-``distill.teacher_cache`` reads its detections computed once per frame before training
-(``teacher_cache.py``; the augmentation moves them with the frame), and sums
+``distill.teacher_cache`` reads its detections and feature maps computed once per frame before
+training (``teacher_cache.py``; the augmentation moves them with the frame), and sums
 
     loss_gt * set loss (labelled frames only)
     + loss_kd_ce * KL + loss_kd_noobj * no-object CE + loss_kd_bbox * L1 + loss_kd_giou * GIoU
@@ -119,6 +119,7 @@ class DistillTrainer(DetectionTrainer):
         cfg["distill"] = opts
         self.dopts = opts
         self.teacher_cache = bool(opts["teacher_cache"])
+        self.feature_kd = float(opts["loss_feat_cos"]) > 0 or float(opts["loss_feat_l1"]) > 0
         if self.teacher_cache and self.augment_on_device:
             log.info("distill.teacher_cache: augmentation in the data loader (the cached boxes "
                      "move with each frame's augmentation there)")
@@ -145,10 +146,10 @@ class DistillTrainer(DetectionTrainer):
         self.translator = None
         self.translator_net = None
         if self.teacher_cache:
-            log.info("distill.teacher_cache: the teacher's detections are computed once per "
-                     "frame; feature distillation is off (no teacher features of the augmented "
-                     "frames)")
-        elif float(d["loss_feat_cos"]) > 0 or float(d["loss_feat_l1"]) > 0:
+            log.info("distill.teacher_cache: the teacher's detections%s are computed once per "
+                     "frame and moved with each augmentation",
+                     " and feature maps" if self.feature_kd else "")
+        if self.feature_kd:
             t = d["translator"]
             backbone = self.model.backbone
             self.student_stride = int(backbone.stride)  # type: ignore[arg-type]
@@ -185,7 +186,7 @@ class DistillTrainer(DetectionTrainer):
             from vit_perception.training.teacher_cache import predict_frames
 
             preds = predict_frames(t, samples, float(self.dopts["teacher_threshold"]),
-                                   int(self.opts["batch_size"]))
+                                   int(self.opts["batch_size"]), features=self.feature_kd)
         return DistillDataset(samples, self.has_labels, (self.size, self.mean, self.std),
                               (t.size, t.mean, t.std), augment, preds)
 
@@ -222,14 +223,20 @@ class DistillTrainer(DetectionTrainer):
         from vit_perception.training.translator import map_boxes, teacher_cells
 
         d = self.dopts
+        maps = t_feat = None
+        if self.feature_kd or not self.teacher_cache:
+            maps = torch.stack([t["input_map"] for t in targets]).to(self.device)
         if self.teacher_cache:
             kd_targets = cached_targets(targets, self.device)
+            if self.feature_kd:
+                t_feat = torch.stack([t["teacher_features"] for t in targets]).to(
+                    self.device).float()
         else:
-            maps = torch.stack([t["input_map"] for t in targets]).to(self.device)
             teacher = self.teacher(torch.stack([t["teacher_image"] for t in targets]))
             kd_targets = teacher_targets(teacher["pred_logits"],
                                          map_boxes(teacher["pred_boxes"], maps),
                                          float(d["teacher_threshold"]))
+            t_feat = teacher["features"]
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
             outputs = self.net(images)
         losses: dict[str, Tensor] = {}
@@ -247,8 +254,8 @@ class DistillTrainer(DetectionTrainer):
         for name, value in self.detection_kd(outputs, kd_targets, targets).items():
             losses[name] = value
             total = total + float(d[name]) * value
-        if self.translator_net is not None:
-            t_feat, s_feat = teacher["features"], outputs["features"]
+        if self.translator_net is not None and t_feat is not None and maps is not None:
+            s_feat = outputs["features"]
             s_stride = self.student_stride
             grid, mask = teacher_cells(  # grids cover the inputs padded to their strides
                 maps, (t_feat.shape[-2], t_feat.shape[-1]),

@@ -10,7 +10,9 @@ teacher -> student coordinates and the frame's extent in the teacher input).
 With ``teacher_preds`` (``teacher_cache.predict_frames``: the teacher's detections computed once
 per frame) the teacher's boxes go through the augmentation with the ground truth, and the target
 holds ``teacher_boxes [m, 4]`` (student normalised cxcywh) and ``teacher_logits [m, K+1]``
-instead of the teacher's image.
+instead of the teacher's image; where the cache holds the teacher's feature maps, also
+``teacher_features [C, h, w]`` (float16, of the un-augmented frame) and the ``input_map`` from
+its cells to the student's augmented input (``translator.cached_input_map``).
 """
 
 from __future__ import annotations
@@ -99,15 +101,24 @@ class DistillDataset(torch.utils.data.Dataset):
     def cached_item(self, item) -> tuple[Tensor, dict]:
         """The item with the teacher's cached detections moved by the same augmentation: they
         travel as extra boxes labelled ``-1 - row`` and are split off afterwards."""
+        from vit_perception.models.preprocess import letterbox_params
         from vit_perception.training.dataset import augmented_sample, to_model_input
+        from vit_perception.training.translator import cached_input_map
 
         index = item[0] if isinstance(item, tuple) else item
-        t_boxes, t_logits = self.teacher_preds[index]  # type: ignore[index]
+        t_boxes, t_logits, t_features = self.teacher_preds[index]  # type: ignore[index]
         extra = (torch.from_numpy(t_boxes).reshape(-1, 4),
                  -1 - torch.arange(len(t_boxes), dtype=torch.int64))
-        index, image, boxes, labels = augmented_sample(self.samples, self.augment, item, extra)
+        index, image, boxes, labels, *where = augmented_sample(
+            self.samples, self.augment, item, extra, source=t_features is not None)
         size, mean, std = self.student
         x, target = to_model_input(image, boxes, labels, size, mean, std)
+        if t_features is not None:
+            s = self.samples[index]
+            lb_t = letterbox_params(s.width, s.height, *self.teacher[0])
+            lb_s = letterbox_params(image.shape[-1], image.shape[-2], *size)
+            target["teacher_features"] = t_features
+            target["input_map"] = cached_input_map(lb_t, where[0], lb_s)
         ours = target["labels"] < 0
         rows = -1 - target["labels"][ours]
         target["teacher_boxes"] = target["boxes"][ours]

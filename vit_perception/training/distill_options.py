@@ -33,8 +33,9 @@ DISTILL_DEFAULTS: dict = {
     "kd_labelled": True,  # false: detection distillation on unlabelled frames only (frames
     #                       with labels learn from their ground truth alone)
     "teacher_cache": False,  # true: the teacher's detections are computed once per frame before
-    #   training and moved with each augmentation (teacher_cache.py): a step costs what a plain
-    #   step costs, for targets that skip the colour jitter and no feature distillation
+    #   training and moved with each augmentation (teacher_cache.py), its feature maps too: a
+    #   step costs what a plain step costs (plus the translator), for targets that skip the
+    #   colour jitter
     "unlabelled_repeat": 1,  # how many times each unlabelled frame is sampled per epoch
 }
 

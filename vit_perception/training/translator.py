@@ -37,15 +37,36 @@ def input_map(teacher: Letterbox, student: Letterbox) -> Tensor:
     return torch.tensor([ax, bx, ay, by, x0, y0, x1, y1], dtype=torch.float32)
 
 
+def cached_input_map(teacher: Letterbox, where: Tensor, student: Letterbox) -> Tensor:
+    """``input_map`` for a teacher that saw the frame un-augmented (``teacher_cache``):
+    teacher-input normalised coordinates -> the source frame -> the augmented frame
+    (``augment.source_map`` ``where``: ``x_aug = sx * x + tx``, ``y_aug = y + ty``, a flip makes
+    ``ax`` negative) -> the student's input; the extent is the part of the frame the augmented
+    frame still shows (a crop cuts cells off), in the teacher's input."""
+    sx, tx, ty, vx0, vy0, vx1, vy1 = (float(v) for v in where)
+    kx, ky = student.scale_x / student.dst_w, student.scale_y / student.dst_h
+    ax = sx * teacher.dst_w / teacher.scale_x * kx
+    bx = (tx - sx * teacher.pad_x / teacher.scale_x) * kx + student.pad_x / student.dst_w
+    ay = teacher.dst_h / teacher.scale_y * ky
+    by = (ty - teacher.pad_y / teacher.scale_y) * ky + student.pad_y / student.dst_h
+    ex = (vx0 * teacher.scale_x + teacher.pad_x) / teacher.dst_w
+    ey = (vy0 * teacher.scale_y + teacher.pad_y) / teacher.dst_h
+    fx = (vx1 * teacher.scale_x + teacher.pad_x) / teacher.dst_w
+    fy = (vy1 * teacher.scale_y + teacher.pad_y) / teacher.dst_h
+    return torch.tensor([ax, bx, ay, by, ex, ey, fx, fy], dtype=torch.float32)
+
+
 def map_boxes(boxes: Tensor, maps: Tensor) -> Tensor:
-    """Teacher-input normalised cxcywh ``[B, N, 4]`` -> student-input normalised cxcywh, clipped
-    to the frame first (no box reaches into letterbox padding, as no ground-truth box does).
-    ``maps [B, 8]`` from ``input_map``."""
+    """Teacher-input normalised cxcywh ``[B, N, 4]`` -> student-input normalised cxcywh (a map
+    with ``ax < 0`` mirrors them), clipped to the frame first (no box reaches into letterbox
+    padding, as no ground-truth box does). ``maps [B, 8]`` from ``input_map``."""
     a = maps[:, None, [0, 2, 0, 2]]
     b = maps[:, None, [1, 3, 1, 3]]
     lo, hi = maps[:, None, [4, 5, 4, 5]], maps[:, None, [6, 7, 6, 7]]
-    xyxy = torch.minimum(torch.maximum(box_cxcywh_to_xyxy(boxes), lo), hi)
-    return box_xyxy_to_cxcywh((xyxy * a + b).clamp(0, 1))
+    xyxy = torch.minimum(torch.maximum(box_cxcywh_to_xyxy(boxes), lo), hi) * a + b
+    x1, x2 = torch.minimum(xyxy[..., 0], xyxy[..., 2]), torch.maximum(xyxy[..., 0], xyxy[..., 2])
+    xyxy = torch.stack((x1, xyxy[..., 1], x2, xyxy[..., 3]), dim=-1)  # ax < 0: a flip
+    return box_xyxy_to_cxcywh(xyxy.clamp(0, 1))
 
 
 def teacher_cells(maps: Tensor, grid: tuple[int, int], cell_extent: tuple[float, float],
