@@ -172,12 +172,13 @@ def test_an_existing_run_is_refused_without_resume_or_overwrite(bag, tmp_path, c
     assert (run / "backbone.pt").read_bytes() == b"earlier run"  # nothing lost
 
 
-@pytest.mark.parametrize("attention_crops", [0.0, 1.0])
-def test_killed_run_resumes_on_the_same_curve(bag, tmp_path, attention_crops):
+@pytest.mark.parametrize("attention_crops, pixel", [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0)])
+def test_killed_run_resumes_on_the_same_curve(bag, tmp_path, attention_crops, pixel):
     # with attention_crops the maps are refreshed at the start of epoch 2 (index 1) from the
     # teacher of step 2; the resumed run (from step 3) must draw from those, not recompute them
     kwargs = {"epochs": 2, "samples_per_epoch": 8, "checkpoint_every_steps": 1,
-              "ibot_weight": 0.5, "attention_crops": attention_crops, "attention_every": 1}
+              "ibot_weight": 0.5, "attention_crops": attention_crops, "attention_every": 1,
+              "pixel_weight": pixel}
     full = pretrain(_cfg(**kwargs), [bag], tmp_path / "full", progress=False)
     assert full["steps"] == 4
 
@@ -193,12 +194,15 @@ def test_killed_run_resumes_on_the_same_curve(bag, tmp_path, attention_crops):
     a, b = _steps(tmp_path / "full"), _steps(tmp_path / "cut")
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
     for step in a:
-        for key in ("loss", "kl", "teacher_entropy", "ibot_loss"):
+        for key in ("loss", "kl", "teacher_entropy", "ibot_loss") + ("pixel_loss",) * (pixel > 0):
             assert b[step][key] == pytest.approx(a[step][key], rel=1e-4, abs=1e-6), (step, key)
     wa = torch.load(tmp_path / "full" / "backbone.pt", weights_only=True)["state_dict"]
     wb = torch.load(tmp_path / "cut" / "backbone.pt", weights_only=True)["state_dict"]
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
+    trainer_state = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["extra"]["trainer"]
+    for part in ("model", "teacher"):  # the pixel head is saved and resumed with the student
+        assert any("pixel_head." in k for k in trainer_state[part]) == (pixel > 0), part
     if attention_crops:  # the resumed run kept the maps of step 2's teacher, bit for bit
         pa, pb = (torch.load(tmp_path / run / "last.pt", weights_only=True)["extra"]["trainer"]
                   ["attention_priors"] for run in ("full", "cut"))
@@ -258,17 +262,19 @@ def test_backbone_runs_in_the_predictor_features_only(backbone_pt, backend, tmp_
 
 def test_swin_backbone_pretrains_on_its_pooled_embedding():
     torch.set_num_threads(1)
-    opts = pretrain_options({"pretrain": {**SMALL, "ibot_weight": 1.0}})  # iBOT: ViT only
+    opts = pretrain_options({"pretrain": {**SMALL, "ibot_weight": 1.0,  # iBOT: ViT only
+                                          "pixel_weight": 1.0}})  # masked pixels too
     cfg = load_config("swin_t_detr")
     torch.manual_seed(0)
     backbone = build_backbone(cfg["model"]["backbone"], (64, 64), False)
     student = build_network(backbone, opts)
     assert student.patch_head is None and student.mask_token is None
+    assert student.pixel_head is None
     teacher, objective = Teacher(student), Objective(opts, False)
     views = [torch.randn(2, 3, 64, 64)] * 2 + [torch.randn(2, 3, 32, 32)]
     loss, stats = objective(student, teacher, views, 0.04)
     loss.backward()
-    assert torch.isfinite(loss) and "ibot_loss" not in stats
+    assert torch.isfinite(loss) and "ibot_loss" not in stats and "pixel_loss" not in stats
     assert student.backbone.features[0][0].weight.grad is not None
 
 
@@ -321,3 +327,116 @@ def test_backbone_exports_to_onnx_without_detection_outputs(backbone_pt, tmp_pat
     assert "embedding" in capsys.readouterr().out  # verified against PyTorch
     outputs = [o.name for o in onnx.load(str(tmp_path / "b.onnx")).graph.output]
     assert outputs == ["features", "embedding", "attention"]
+
+
+# --------------------------------------------------------------------- masked-pixel target
+def test_pixel_target_is_the_normalised_patches_in_token_order():
+    from vit_perception.dino.pixels import patchify, pixel_targets
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 12)  # 2 x 3 patches of 4 pixels
+    target = pixel_targets(x, 4)
+    assert target.shape == (2, 6, 48)
+    for b in range(2):
+        for r in range(2):
+            for c in range(3):
+                patch = x[b, :, 4 * r:4 * r + 4, 4 * c:4 * c + 4].permute(1, 2, 0).reshape(-1)
+                want = (patch - patch.mean()) / (patch.var(unbiased=False) + 1e-6).sqrt()
+                torch.testing.assert_close(target[b, 3 * r + c], want)
+    # the layout round-trips to the image, and sides that are not patch multiples are padded
+    # with zeros on the bottom/right as the ViT pads them
+    back = patchify(x, 4).reshape(2, 2, 3, 4, 4, 3).permute(0, 5, 1, 3, 2, 4).reshape(2, 3, 8, 12)
+    torch.testing.assert_close(back, x, rtol=0, atol=0)
+    odd = patchify(x[:, :, :7, :10], 4)
+    assert odd.shape == (2, 6, 48)
+    torch.testing.assert_close(odd[:, 0], patchify(x, 4)[:, 0], rtol=0, atol=0)
+    assert float(odd[:, 5].reshape(2, 4, 4, 3)[:, 3].abs().sum()) == 0.0  # padded last row
+
+
+def _ramp_views(opts: dict, cfg: dict, n: int = 4) -> list[torch.Tensor]:
+    """Views of colour ramps (a random direction per frame and channel): every patch of a
+    frame has the same normalised pixels, so the visible patches predict the masked ones."""
+    rng = np.random.default_rng(0)
+    mc = MultiCrop(opts, cfg["input"]["mean"], cfg["input"]["std"])
+    yy, xx = np.mgrid[0:64, 0:80]
+    frames = []
+    for _ in range(n):
+        a = rng.uniform(-1, 1, (2, 3))
+        f = 128 + 1.5 * (a[0] * xx[..., None] + a[1] * yy[..., None])
+        frames.append(np.clip(f, 0, 255).astype(np.uint8))
+    return collate_views([mc(f, i) for i, f in enumerate(frames)])
+
+
+def test_few_steps_lower_the_pixel_loss_without_ibot():
+    from vit_perception.dino.pixels import pixel_targets
+
+    torch.set_num_threads(1)
+    opts = pretrain_options({"pretrain": {**SMALL, "ibot_weight": 0.0, "pixel_weight": 1.0,
+                                          "ibot_mask_prob": 1.0}})
+    student, cfg = _network(opts)
+    head = student.pixel_head
+    assert isinstance(head, torch.nn.Linear) and (head.in_features, head.out_features) == (
+        192, 16 * 16 * 3)
+    assert student.mask_token is not None and student.patch_head is None
+    teacher, objective = Teacher(student), Objective(opts, True)
+    views = _ramp_views(opts, cfg)
+    zero = float(pixel_targets(torch.cat(views[:2]), 16).abs().mean())  # L1 of predicting 0
+    optim = torch.optim.AdamW(student.parameters(), lr=1e-3)
+    pixel = []
+    for step in range(15):
+        loss, stats = objective(student, teacher, views, 0.04,
+                                torch.Generator().manual_seed(step))
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        teacher.update(student, 0.9)
+        pixel.append(stats["pixel_loss"])
+    assert "ibot_loss" not in stats
+    assert sum(pixel[-3:]) / 3 < min(0.8 * pixel[0], 0.9 * zero), (pixel, zero)
+    # DINO weight 0: the loss is the pixel loss alone
+    opts0 = pretrain_options({"pretrain": {**SMALL, "ibot_weight": 0.0, "pixel_weight": 2.0,
+                                           "dino_weight": 0.0}})
+    loss, stats = Objective(opts0, True)(student, teacher, views, 0.04,
+                                         torch.Generator().manual_seed(0))
+    assert float(loss) == pytest.approx(2.0 * stats["pixel_loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("ibot, params, want", [
+    # figures of the objective before pixel_weight existed (same seed, views and steps)
+    (0.0, 62, [6.1902289390563965, 3.9093196392059326, 2.453998327255249]),
+    (1.0, 71, [10.67828369140625, 8.42902660369873, 3.9863998889923096]),
+])
+def test_pixel_weight_zero_leaves_the_objective_unchanged(ibot, params, want):
+    torch.set_num_threads(1)
+    opts = pretrain_options({"pretrain": {**SMALL, "ibot_weight": ibot}})
+    assert opts["pixel_weight"] == 0
+    student, cfg = _network(opts)
+    assert student.pixel_head is None and len(list(student.parameters())) == params
+    assert (student.mask_token is None) == (ibot == 0)
+    teacher, objective = Teacher(student), Objective(opts, True)
+    views = _views(opts, cfg)
+    optim = torch.optim.AdamW(student.parameters(), lr=1e-3)
+    losses = []
+    for step in range(3):
+        loss, stats = objective(student, teacher, views, 0.04,
+                                torch.Generator().manual_seed(step))
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        teacher.update(student, 0.9)
+        losses.append(float(loss.detach()))
+    assert "pixel_loss" not in stats
+    assert losses == pytest.approx(want, rel=1e-4)
+
+
+def test_swin_run_warns_that_the_pixel_target_needs_a_vit(bag, tmp_path, caplog):
+    from vit_perception.training.distributed import Dist
+    from vit_perception.training.pretrain import PretrainTrainer
+
+    cfg = load_config("swin_t_detr", FAST)
+    cfg["pretrain"].update(pixel_weight=1.0, ibot_weight=0.0)
+    with caplog.at_level("WARNING"):
+        trainer = PretrainTrainer(cfg, [bag], tmp_path / "run", Dist(), torch.device("cpu"),
+                                  progress=False)
+    assert "pretrain.pixel_weight: the masked-pixel loss needs a ViT" in caplog.text
+    assert trainer.student.pixel_head is None and trainer.objective.pixel_weight == 0

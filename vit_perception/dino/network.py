@@ -3,7 +3,8 @@
 ``DINONetwork`` wraps the config's backbone (ViT or Swin): the image-level embedding ([CLS] for
 a ViT, the pooled last-stage feature for Swin) goes through the DINO head; with iBOT on, the
 ViT's patch tokens go through a patch head and masked patches are replaced by a learned mask
-token before the transformer blocks.
+token before the transformer blocks. With the masked-pixel target (``pretrain.pixel_weight``)
+a linear pixel head maps the masked views' patch tokens to their patches' pixels.
 """
 
 from __future__ import annotations
@@ -45,23 +46,25 @@ def backbone_tokens(backbone: nn.Module, x: Tensor, masks: Tensor | None = None,
 
 
 class DINONetwork(nn.Module):
-    """Backbone + DINO head (+ iBOT patch head and mask token).
+    """Backbone + DINO head (+ iBOT patch head, pixel head and mask token).
 
     ``forward(views, masks)``: ``views`` is a list of ``[B, 3, S, S]`` batches (same-size views
     run through the backbone together); ``masks`` (optional) a list of ``[B, h*w]`` bools for
     the first views. Returns ``cls [V*B, K]`` (view-major) and, with a patch head,
-    ``patch [G*B, n, K2]`` for the first ``len(masks)`` (or 2) views.
+    ``patch [G*B, n, K2]`` for the first ``len(masks)`` (or 2) views; with a pixel head and
+    masks, ``pixel [G*B, n, p*p*3]`` for the same views.
     """
 
     def __init__(self, backbone: nn.Module, head: DINOHead, patch_head: nn.Module | None = None,
-                 share_head: bool = False):
+                 share_head: bool = False, pixel_head: nn.Module | None = None):
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.patch_head = patch_head
         self.share_head = share_head
+        self.pixel_head = pixel_head
         self.mask_token = None
-        if patch_head is not None or share_head:
+        if patch_head is not None or share_head or pixel_head is not None:
             dim = int(backbone.out_channels)
             self.mask_token = nn.Parameter(torch.zeros(1, dim))
 
@@ -73,6 +76,7 @@ class DINONetwork(nn.Module):
                 n_patch_views: int = 2) -> dict[str, Tensor]:
         cls_out: list[Tensor] = []
         patch_out: list[Tensor] = []
+        want_tokens = self.has_patch_head or (self.pixel_head is not None and masks is not None)
         i = 0
         while i < len(views):  # runs of equal-size views share one backbone call
             j = i + 1
@@ -87,16 +91,19 @@ class DINONetwork(nn.Module):
                     m = torch.cat((m, pad))
             emb, patches = backbone_tokens(self.backbone, x, m, self.mask_token)
             cls_out.append(emb)
-            if self.has_patch_head and i < n_patch_views:
+            if want_tokens and i < n_patch_views:
                 keep = min(j, n_patch_views) - i
                 patch_out.append(patches[: keep * views[i].shape[0]])
             i = j
         out = {"cls": self.head(torch.cat(cls_out))}
         if patch_out:
             tokens = torch.cat(patch_out)
-            head = self.head if self.share_head else self.patch_head
-            assert head is not None
-            out["patch"] = head(tokens)
+            if self.has_patch_head:
+                head = self.head if self.share_head else self.patch_head
+                assert head is not None
+                out["patch"] = head(tokens)
+            if self.pixel_head is not None and masks is not None:
+                out["pixel"] = self.pixel_head(tokens)
         return out
 
 
@@ -117,7 +124,11 @@ def build_network(backbone: nn.Module, opts: dict) -> DINONetwork:
                                   norm_last_layer=bool(opts["norm_last_layer"]))
         else:
             share = True
-    return DINONetwork(backbone, head, patch_head, share)
+    pixel_head = None
+    if float(opts.get("pixel_weight") or 0) > 0 and is_vit(backbone):
+        p = int(backbone.patch_size)
+        pixel_head = nn.Linear(dim, p * p * 3)  # SimMIM's one-layer decoder
+    return DINONetwork(backbone, head, patch_head, share, pixel_head)
 
 
 class Teacher(nn.Module):

@@ -1,8 +1,9 @@
-"""One DINO (+ iBOT) loss evaluation over a batch of multi-crop views.
+"""One DINO (+ iBOT, + masked-pixel) loss evaluation over a batch of multi-crop views.
 
-``Objective`` holds the two losses (their centres are state to save for a resume) and runs
+``Objective`` holds the losses (their centres are state to save for a resume) and runs
 teacher (global views, unmasked, no gradient) and student (all views, global ones masked when
-iBOT is on) to a scalar loss and the collapse statistics.
+iBOT or the pixel target is on) to a scalar loss and the collapse statistics:
+``dino_weight * DINO + ibot_weight * iBOT + pixel_weight * pixel``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ from torch import Tensor, nn
 
 from vit_perception.dino.loss import DINOLoss, PatchLoss
 from vit_perception.dino.masking import random_masks
+from vit_perception.dino.pixels import PIXEL_LOSSES, PixelLoss
+
+
+def _patch_size(student: nn.Module) -> int:
+    return int(getattr(student, "module", student).backbone.patch_size)
 
 
 class Objective(nn.Module):
@@ -28,6 +34,12 @@ class Objective(nn.Module):
                 else int(opts["ibot_out_dim"])
             self.patch = PatchLoss(dim, float(opts["student_temp"]),
                                    float(opts["center_momentum"]))
+        self.dino_weight = float(opts.get("dino_weight", 1.0))
+        self.pixel_weight = float(opts.get("pixel_weight") or 0.0) if ibot else 0.0
+        self.pixel_kind = str(opts.get("pixel_loss", "l1"))
+        if self.pixel_kind not in PIXEL_LOSSES:
+            raise ValueError(f"pretrain.pixel_loss: {self.pixel_kind!r} is not one of "
+                             f"{', '.join(PIXEL_LOSSES)}")
         self.mask_ratio = tuple(float(v) for v in opts["ibot_mask_ratio"])
         self.mask_prob = float(opts["ibot_mask_prob"])
 
@@ -46,12 +58,24 @@ class Objective(nn.Module):
             assert "patch" in t_out, "iBOT needs a patch head (ViT backbones only)"
             n = t_out["patch"].shape[1]
             masks = self.masks_for(views, n, generator or torch.Generator().manual_seed(0))
+        elif self.pixel_weight > 0:
+            p = _patch_size(student)
+            n = -(-views[0].shape[-2] // p) * -(-views[0].shape[-1] // p)
+            masks = self.masks_for(views, n, generator or torch.Generator().manual_seed(0))
         s_out = student(views, masks)
         loss, stats = self.dino(s_out["cls"], t_out["cls"], teacher_temp, n_global=2)
         stats["dino_loss"] = float(loss.detach())
+        if self.dino_weight != 1.0:
+            loss = self.dino_weight * loss
         if self.patch is not None and masks is not None:
             patch_loss = self.patch(s_out["patch"], t_out["patch"], torch.cat(masks),
                                     teacher_temp)
             stats["ibot_loss"] = float(patch_loss.detach())
             loss = loss + self.ibot_weight * patch_loss
+        if self.pixel_weight > 0 and masks is not None:
+            assert "pixel" in s_out, "the pixel target needs a pixel head (ViT backbones only)"
+            pixel_fn = PixelLoss(_patch_size(student), self.pixel_kind)
+            pixel_loss = pixel_fn(s_out["pixel"], torch.cat(list(views[:2])), torch.cat(masks))
+            stats["pixel_loss"] = float(pixel_loss.detach())
+            loss = loss + self.pixel_weight * pixel_loss
         return loss, stats

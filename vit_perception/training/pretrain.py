@@ -2,11 +2,12 @@
 unlabelled bag frames, as a ``RunTrainer`` (run directory, exact resume, budget, logs, DDP).
 
 One step: schedules (lr, weight decay, teacher momentum, teacher temperature) -> teacher on the
-two global views, student on all views -> DINO (+ iBOT) loss -> backward -> clip -> prototype
-layer frozen early -> AdamW -> teacher EMA update -> collapse check. Every step logs the loss,
-the teacher's entropy and the student-teacher KL; the run stops with ``stopped: "collapsed"``
-when the outputs collapse. At each epoch end (and at the stop) ``RUN_DIR/backbone.pt`` is
-written: the teacher's backbone as a backbone-only checkpoint (``models.backbone_model``).
+two global views, student on all views -> DINO (+ iBOT, + masked-pixel) loss -> backward ->
+clip -> prototype layer frozen early -> AdamW -> teacher EMA update -> collapse check. Every
+step logs the loss, the teacher's entropy and the student-teacher KL; the run stops with
+``stopped: "collapsed"`` when the outputs collapse. At each epoch end (and at the stop)
+``RUN_DIR/backbone.pt`` is written: the teacher's backbone as a backbone-only checkpoint
+(``models.backbone_model``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 # beside the detector's (training/optim.py): iBOT's mask token, the weight-normalised gain
 NO_DECAY_EXTRA = ("mask_token", "weight_g")
-STAT_KEYS = ("dino_loss", "ibot_loss", "teacher_entropy", "batch_entropy", "kl")
+STAT_KEYS = ("dino_loss", "ibot_loss", "pixel_loss", "teacher_entropy", "batch_entropy", "kl")
 
 
 def pretrain(cfg: dict, bags: Sequence[str | Path], out_dir: str | Path, *,
@@ -135,12 +136,20 @@ class PretrainTrainer(RunTrainer):
         if float(o["ibot_weight"]) > 0 and not is_vit(backbone):
             log.warning("pretrain.ibot_weight: the masked-patch loss needs a ViT; "
                         "%s backbone trains with the DINO loss only", kind)
+        if float(o["pixel_weight"]) > 0 and not is_vit(backbone):
+            log.warning("pretrain.pixel_weight: the masked-pixel loss needs a ViT; "
+                        "%s backbone trains without it", kind)
         self.student = build_network(backbone, o).to(self.device).train()
         self.teacher = Teacher(self.student)
         self.objective = Objective(o, is_vit(backbone)).to(self.device)
+        patience = int(o["collapse_patience"])
+        if float(o["dino_weight"]) == 0 and patience > 0:
+            log.info("pretrain.dino_weight 0: the DINO heads are not trained, collapse "
+                     "detection is off")
+            patience = 0
         self.monitor = CollapseMonitor(
             float(o["collapse_entropy_low"]), float(o["collapse_entropy_high"]),
-            float(o["collapse_kl"]), int(o["collapse_patience"]), int(o["collapse_after_steps"]))
+            float(o["collapse_kl"]), patience, int(o["collapse_after_steps"]))
         decay, no_decay = [], []
         for name, p in self.student.named_parameters():
             if p.requires_grad:

@@ -80,6 +80,13 @@ PRETRAIN_DEFAULTS: dict = {
     "ibot_mask_ratio": [0.1, 0.5],  # fraction of the patches masked, drawn per image
     "ibot_mask_prob": 0.5,  # fraction of the global views that are masked at all
     "ibot_separate_head": True,  # False: patch tokens share the [CLS] head
+    # SimMIM/MAE-style masked-pixel target (dino/pixels.py), ViT only; 0 = off. A linear head
+    # on the student's masked patch tokens predicts those patches' pixels in the unmasked view,
+    # each patch normalised by its own mean and std (MAE's norm_pix_loss). The masks are the
+    # iBOT ones above (drawn also when ibot_weight is 0)
+    "pixel_weight": 0.0,
+    "pixel_loss": "l1",  # l1 (SimMIM) | mse (MAE)
+    "dino_weight": 1.0,  # weight of the [CLS] DINO loss (0: masked-pixel and/or iBOT only)
     # parameter-efficient continuation (ExPLoRA): LoRA on every block, last N blocks unfrozen
     "lora_rank": 0,
     "lora_alpha": None,  # None: equal to the rank
