@@ -8,7 +8,14 @@ lighter than their background look alike); the split is the probe's (first / las
 frames). What this scores is what the box pixels tell about the class with no learning at all:
 a backbone whose box-pooled features score far below it loses the shape, not the data.
 
+With ``--patch P`` the features are instead each P-pixel patch's own pixels (the frame
+letterboxed to ``--input-size`` and normalised as the probe does, every patch normalised by its
+mean and std as the masked-pixel target of ``pretrain.pixel_weight`` is; ``--raw`` skips that),
+pooled inside each box exactly as ``vit-perception probe`` pools a backbone's patch tokens:
+what a backbone whose patch tokens held their pixels exactly would score.
+
     python scripts/probe_pixels.py BAG [--size 16]
+    python scripts/probe_pixels.py BAG --patch 16 [--raw] [--input-size 320x240]
 """
 
 from __future__ import annotations
@@ -37,7 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=16, help="box side after resizing (16)")
     parser.add_argument("--image-topic", default="/camera/image_raw")
     parser.add_argument("--labels-topic", default="/labels")
+    parser.add_argument("--patch", type=int, default=0,
+                        help="pool P-pixel patches' pixels in the boxes as the probe does")
+    parser.add_argument("--raw", action="store_true", help="with --patch: patches unnormalised")
+    parser.add_argument("--input-size", default="320x240", help="with --patch: WxH (320x240)")
     args = parser.parse_args(argv)
+    if args.patch:
+        return pooled_patches(args)
 
     import cv2
     import numpy as np
@@ -70,6 +83,43 @@ def main(argv: list[str] | None = None) -> int:
     print(f"box pixels ({args.size}x{args.size} grey, normalised) on {bag}: {len(y)} objects "
           f"({int(train.sum())} train / {int(test.sum())} test by frame)")
     print(f"knn_accuracy {knn:.3f}  linear_accuracy {lin:.3f}")
+    return 0
+
+
+def pooled_patches(args) -> int:
+    import torch
+    from torch import nn
+
+    from vit_perception.data.bags import BagError, read_frames
+    from vit_perception.dino.pixels import patchify, pixel_targets
+    from vit_perception.evaluation.probe import probe_frames
+    from vit_perception.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+    p = int(args.patch)
+
+    class PatchPixels(nn.Module):  # a "backbone" whose patch tokens are the patches' pixels
+        def forward(self, x):
+            b, _, h, w = x.shape
+            t = patchify(x, p) if args.raw else pixel_targets(x, p)
+            gh, gw = -(-h // p), -(-w // p)
+            return {"features": t.transpose(1, 2).reshape(b, t.shape[-1], gh, gw),
+                    "attention": torch.zeros(b, 1, gh, gw), "padded_size": (gh * p, gw * p)}
+
+    bag = Path(args.bag)
+    classes = bag / "classes.txt"
+    try:
+        width, height = (int(v) for v in args.input_size.lower().split("x"))
+        frames = read_frames(bag, args.image_topic, args.labels_topic,
+                             classes=classes if classes.is_file() else None, labelled_only=True)
+        r = probe_frames(PatchPixels(), frames, list(frames.classes), (width, height),
+                         IMAGENET_MEAN, IMAGENET_STD)
+    except (BagError, ValueError, OSError) as exc:
+        print(f"probe_pixels: error: {exc}", file=sys.stderr)
+        return 2
+    kind = "raw" if args.raw else "normalised"
+    print(f"box-pooled {p}-pixel patches ({kind}) at {width}x{height} on {bag}: {r.objects} "
+          f"objects ({r.train_objects} train / {r.test_objects} test by frame)")
+    print(f"knn_accuracy {r.knn_accuracy:.3f}  linear_accuracy {r.linear_accuracy:.3f}")
     return 0
 
 
