@@ -351,6 +351,17 @@ def test_pixel_target_is_the_normalised_patches_in_token_order():
     assert odd.shape == (2, 6, 48)
     torch.testing.assert_close(odd[:, 0], patchify(x, 4)[:, 0], rtol=0, atol=0)
     assert float(odd[:, 5].reshape(2, 4, 4, 3)[:, 3].abs().sum()) == 0.0  # padded last row
+    # the loss: per-patch mean error, averaged over the masked patches only
+    from vit_perception.dino.pixels import PixelLoss
+
+    pred = target + 0.5
+    pred[0, 0] = target[0, 0] + 3.0  # an unmasked patch: not counted
+    masks = torch.zeros(2, 6, dtype=torch.bool)
+    masks[0, 1] = masks[1, 4] = True
+    assert float(PixelLoss(4, "l1")(pred, x, masks)) == pytest.approx(0.5, rel=1e-5)
+    assert float(PixelLoss(4, "mse")(pred, x, masks)) == pytest.approx(0.25, rel=1e-5)
+    with pytest.raises(ValueError, match="pixel_loss"):
+        PixelLoss(4, "l2")
 
 
 def _ramp_views(opts: dict, cfg: dict, n: int = 4) -> list[torch.Tensor]:
