@@ -12,7 +12,8 @@ per frame) the teacher's boxes go through the augmentation with the ground truth
 holds ``teacher_boxes [m, 4]`` (student normalised cxcywh) and ``teacher_logits [m, K+1]``
 instead of the teacher's image; where the cache holds the teacher's feature maps, also
 ``teacher_features [C, h, w]`` (float16, of the un-augmented frame) and the ``input_map`` from
-its cells to the student's augmented input (``translator.cached_input_map``).
+its cells to the student's augmented input (``translator.input_map`` with the
+augmentation's ``source_map``).
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class DistillDataset(torch.utils.data.Dataset):
         travel as extra boxes labelled ``-1 - row`` and are split off afterwards."""
         from vit_perception.models.preprocess import letterbox_params
         from vit_perception.training.dataset import augmented_sample, to_model_input
-        from vit_perception.training.translator import cached_input_map
+        from vit_perception.training.translator import input_map
 
         index = item[0] if isinstance(item, tuple) else item
         t_boxes, t_logits, t_features = self.teacher_preds[index]  # type: ignore[index]
@@ -118,7 +119,7 @@ class DistillDataset(torch.utils.data.Dataset):
             lb_t = letterbox_params(s.width, s.height, *self.teacher[0])
             lb_s = letterbox_params(image.shape[-1], image.shape[-2], *size)
             target["teacher_features"] = t_features
-            target["input_map"] = cached_input_map(lb_t, where[0], lb_s)
+            target["input_map"] = input_map(lb_t, lb_s, where[0])
         ours = target["labels"] < 0
         rows = -1 - target["labels"][ours]
         target["teacher_boxes"] = target["boxes"][ours]

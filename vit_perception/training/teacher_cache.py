@@ -6,7 +6,7 @@ confident predictions become extra boxes of the frame that the augmentation move
 crops with the ground truth, and their class logits ride along unchanged. A step then costs what
 a plain step costs. What it gives up: the teacher's targets no longer see the colour jitter.
 The teacher's feature map of the frame is kept too (``features=True``, in float16); the
-augmentation's ``source_map`` says where each of its cells went (``translator.cached_input_map``).
+augmentation's ``source_map`` says where each of its cells went (``translator.input_map``).
 
 ``predict_frames(teacher, samples, threshold)`` -> one ``(boxes [m, 4] xyxy frame pixels,
 logits [m, K+1], features [C, h, w] float16 or None)`` per sample (boxes and logits float32

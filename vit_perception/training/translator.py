@@ -19,41 +19,31 @@ from vit_perception.models.box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
 from vit_perception.models.preprocess import Letterbox
 
 
-def input_map(teacher: Letterbox, student: Letterbox) -> Tensor:
+def input_map(teacher: Letterbox, student: Letterbox, where: Tensor | None = None) -> Tensor:
     """``[8]`` float: ``(ax, bx, ay, by)`` mapping teacher-input normalised coordinates to
-    student-input ones (``x_s = ax * x_t + bx``), then the frame's extent in the teacher input
-    as normalised ``(x0, y0, x1, y1)``. Both letterboxes must hold the same source frame."""
-    if (teacher.src_w, teacher.src_h) != (student.src_w, student.src_h):
-        raise ValueError("teacher and student letterboxes hold frames of different sizes")
-    rx = student.scale_x / teacher.scale_x
-    ry = student.scale_y / teacher.scale_y
-    ax = teacher.dst_w * rx / student.dst_w
-    bx = (student.pad_x - teacher.pad_x * rx) / student.dst_w
-    ay = teacher.dst_h * ry / student.dst_h
-    by = (student.pad_y - teacher.pad_y * ry) / student.dst_h
-    x0, y0 = teacher.pad_x / teacher.dst_w, teacher.pad_y / teacher.dst_h
-    x1 = (teacher.pad_x + teacher.resized_w) / teacher.dst_w
-    y1 = (teacher.pad_y + teacher.resized_h) / teacher.dst_h
-    return torch.tensor([ax, bx, ay, by, x0, y0, x1, y1], dtype=torch.float32)
-
-
-def cached_input_map(teacher: Letterbox, where: Tensor, student: Letterbox) -> Tensor:
-    """``input_map`` for a teacher that saw the frame un-augmented (``teacher_cache``):
-    teacher-input normalised coordinates -> the source frame -> the augmented frame
-    (``augment.source_map`` ``where``: ``x_aug = sx * x + tx``, ``y_aug = y + ty``, a flip makes
-    ``ax`` negative) -> the student's input; the extent is the part of the frame the augmented
-    frame still shows (a crop cuts cells off), in the teacher's input."""
-    sx, tx, ty, vx0, vy0, vx1, vy1 = (float(v) for v in where)
+    student-input ones (``x_s = ax * x_t + bx``; a flip makes ``ax`` negative), then the extent
+    of the frame the student still sees, in the teacher input, as normalised ``(x0, y0, x1,
+    y1)``. ``where`` None: both letterboxes hold the same frame. Else the teacher saw the frame
+    un-augmented (``teacher_cache``) and the student the augmented one, and ``where`` is
+    ``augment.source_map``: ``x_aug = sx * x + tx``, ``y_aug = y + ty`` and the part of the
+    frame still shown (a crop cuts cells off)."""
+    if where is None:
+        if (teacher.src_w, teacher.src_h) != (student.src_w, student.src_h):
+            raise ValueError("teacher and student letterboxes hold frames of different sizes")
+        sx, tx, ty, vx0, vy0 = 1.0, 0.0, 0.0, 0.0, 0.0
+        vx1, vy1 = float(teacher.src_w), float(teacher.src_h)
+    else:
+        sx, tx, ty, vx0, vy0, vx1, vy1 = (float(v) for v in where)
     kx, ky = student.scale_x / student.dst_w, student.scale_y / student.dst_h
     ax = sx * teacher.dst_w / teacher.scale_x * kx
     bx = (tx - sx * teacher.pad_x / teacher.scale_x) * kx + student.pad_x / student.dst_w
     ay = teacher.dst_h / teacher.scale_y * ky
     by = (ty - teacher.pad_y / teacher.scale_y) * ky + student.pad_y / student.dst_h
-    ex = (vx0 * teacher.scale_x + teacher.pad_x) / teacher.dst_w
-    ey = (vy0 * teacher.scale_y + teacher.pad_y) / teacher.dst_h
-    fx = (vx1 * teacher.scale_x + teacher.pad_x) / teacher.dst_w
-    fy = (vy1 * teacher.scale_y + teacher.pad_y) / teacher.dst_h
-    return torch.tensor([ax, bx, ay, by, ex, ey, fx, fy], dtype=torch.float32)
+    x0 = (vx0 * teacher.scale_x + teacher.pad_x) / teacher.dst_w
+    y0 = (vy0 * teacher.scale_y + teacher.pad_y) / teacher.dst_h
+    x1 = (vx1 * teacher.scale_x + teacher.pad_x) / teacher.dst_w
+    y1 = (vy1 * teacher.scale_y + teacher.pad_y) / teacher.dst_h
+    return torch.tensor([ax, bx, ay, by, x0, y0, x1, y1], dtype=torch.float32)
 
 
 def map_boxes(boxes: Tensor, maps: Tensor) -> Tensor:
