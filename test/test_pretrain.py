@@ -358,10 +358,10 @@ def test_pixel_target_is_the_normalised_patches_in_token_order():
     pred[0, 0] = target[0, 0] + 3.0  # an unmasked patch: not counted
     masks = torch.zeros(2, 6, dtype=torch.bool)
     masks[0, 1] = masks[1, 4] = True
-    assert float(PixelLoss(4, "l1")(pred, x, masks)) == pytest.approx(0.5, rel=1e-5)
-    assert float(PixelLoss(4, "mse")(pred, x, masks)) == pytest.approx(0.25, rel=1e-5)
+    assert float(PixelLoss("l1")(pred, x, masks, 4)) == pytest.approx(0.5, rel=1e-5)
+    assert float(PixelLoss("mse")(pred, x, masks, 4)) == pytest.approx(0.25, rel=1e-5)
     with pytest.raises(ValueError, match="pixel_loss"):
-        PixelLoss(4, "l2")
+        PixelLoss("l2")
 
 
 def _ramp_views(opts: dict, cfg: dict, n: int = 4) -> list[torch.Tensor]:

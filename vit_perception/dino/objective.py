@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from vit_perception.dino.loss import DINOLoss, PatchLoss
 from vit_perception.dino.masking import random_masks
-from vit_perception.dino.pixels import PIXEL_LOSSES, PixelLoss
+from vit_perception.dino.pixels import PixelLoss
 
 
 def _patch_size(student: nn.Module) -> int:
@@ -36,10 +36,7 @@ class Objective(nn.Module):
                                    float(opts["center_momentum"]))
         self.dino_weight = float(opts.get("dino_weight", 1.0))
         self.pixel_weight = float(opts.get("pixel_weight") or 0.0) if ibot else 0.0
-        self.pixel_kind = str(opts.get("pixel_loss", "l1"))
-        if self.pixel_kind not in PIXEL_LOSSES:
-            raise ValueError(f"pretrain.pixel_loss: {self.pixel_kind!r} is not one of "
-                             f"{', '.join(PIXEL_LOSSES)}")
+        self.pixel = PixelLoss(str(opts.get("pixel_loss", "l1")))  # checks the kind
         self.mask_ratio = tuple(float(v) for v in opts["ibot_mask_ratio"])
         self.mask_prob = float(opts["ibot_mask_prob"])
 
@@ -54,12 +51,12 @@ class Objective(nn.Module):
         with torch.no_grad():
             t_out = teacher(views[:2])
         masks = None
+        p = _patch_size(student) if self.pixel_weight > 0 else 0
         if self.patch is not None:
             assert "patch" in t_out, "iBOT needs a patch head (ViT backbones only)"
             n = t_out["patch"].shape[1]
             masks = self.masks_for(views, n, generator or torch.Generator().manual_seed(0))
         elif self.pixel_weight > 0:
-            p = _patch_size(student)
             n = -(-views[0].shape[-2] // p) * -(-views[0].shape[-1] // p)
             masks = self.masks_for(views, n, generator or torch.Generator().manual_seed(0))
         s_out = student(views, masks)
@@ -74,8 +71,8 @@ class Objective(nn.Module):
             loss = loss + self.ibot_weight * patch_loss
         if self.pixel_weight > 0 and masks is not None:
             assert "pixel" in s_out, "the pixel target needs a pixel head (ViT backbones only)"
-            pixel_fn = PixelLoss(_patch_size(student), self.pixel_kind)
-            pixel_loss = pixel_fn(s_out["pixel"], torch.cat(list(views[:2])), torch.cat(masks))
+            pixel_loss = self.pixel(s_out["pixel"], torch.cat(list(views[:2])), torch.cat(masks),
+                                    p)
             stats["pixel_loss"] = float(pixel_loss.detach())
             loss = loss + self.pixel_weight * pixel_loss
         return loss, stats

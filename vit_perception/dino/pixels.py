@@ -39,20 +39,22 @@ def pixel_targets(x: Tensor, patch_size: int, eps: float = 1e-6) -> Tensor:
 
 
 class PixelLoss(nn.Module):
-    """``forward(pred [B, N, p*p*3], views [B, 3, H, W], masks [B, N] bool)`` -> scalar.
+    """``forward(pred [B, N, p*p*3], views [B, 3, H, W], masks [B, N] bool, patch_size)`` ->
+    scalar.
 
     The per-patch error (mean over the patch's values, L1 or squared) is averaged over every
     masked patch in the batch; 0 (with a gradient path) when nothing is masked.
     """
 
-    def __init__(self, patch_size: int, kind: str = "l1"):
+    def __init__(self, kind: str = "l1"):
         super().__init__()
         if kind not in PIXEL_LOSSES:
-            raise ValueError(f"pretrain.pixel_loss: {kind!r} is not one of {PIXEL_LOSSES}")
-        self.patch_size, self.kind = int(patch_size), kind
+            raise ValueError(f"pretrain.pixel_loss: {kind!r} is not one of "
+                             f"{', '.join(PIXEL_LOSSES)}")
+        self.kind = kind
 
-    def forward(self, pred: Tensor, views: Tensor, masks: Tensor) -> Tensor:
-        target = pixel_targets(views, self.patch_size)
+    def forward(self, pred: Tensor, views: Tensor, masks: Tensor, patch_size: int) -> Tensor:
+        target = pixel_targets(views, patch_size)
         diff = pred.float() - target
         err = diff.abs() if self.kind == "l1" else diff.square()
         m = masks.float()
