@@ -61,6 +61,22 @@ def _views(opts: dict, cfg: dict, n: int = 4) -> list[torch.Tensor]:
     return collate_views([mc(f, i) for i, f in enumerate(frames)])
 
 
+def _optimise(objective, student, teacher, views, n: int) -> list[tuple[float, dict]]:
+    """``n`` AdamW steps of the student on ``views`` (teacher EMA 0.9, mask seed = step):
+    each step's loss and stats."""
+    optim = torch.optim.AdamW(student.parameters(), lr=1e-3)
+    out = []
+    for step in range(n):
+        loss, stats = objective(student, teacher, views, 0.04,
+                                torch.Generator().manual_seed(step))
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        teacher.update(student, 0.9)
+        out.append((float(loss.detach()), stats))
+    return out
+
+
 @pytest.mark.parametrize("ibot", [0.0, 1.0])
 def test_few_steps_lower_the_dino_loss(ibot):
     torch.set_num_threads(1)
@@ -69,16 +85,8 @@ def test_few_steps_lower_the_dino_loss(ibot):
     teacher, objective = Teacher(student), Objective(opts, True)
     views = _views(opts, cfg)
     assert [tuple(v.shape) for v in views] == [(4, 3, 48, 48)] * 2 + [(4, 3, 32, 32)] * 2
-    optim = torch.optim.AdamW(student.parameters(), lr=1e-3)
-    losses = []
-    for step in range(12):
-        loss, stats = objective(student, teacher, views, 0.04,
-                                torch.Generator().manual_seed(step))
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
-        teacher.update(student, 0.9)
-        losses.append(float(loss.detach()))
+    steps = _optimise(objective, student, teacher, views, 12)
+    losses, stats = [loss for loss, _ in steps], steps[-1][1]
     assert ("ibot_loss" in stats) == (ibot > 0)
     assert sum(losses[-2:]) / 2 < 0.85 * losses[0], losses
 
@@ -392,16 +400,8 @@ def test_few_steps_lower_the_pixel_loss_without_ibot():
     teacher, objective = Teacher(student), Objective(opts, True)
     views = _ramp_views(opts, cfg)
     zero = float(pixel_targets(torch.cat(views[:2]), 16).abs().mean())  # L1 of predicting 0
-    optim = torch.optim.AdamW(student.parameters(), lr=1e-3)
-    pixel = []
-    for step in range(15):
-        loss, stats = objective(student, teacher, views, 0.04,
-                                torch.Generator().manual_seed(step))
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
-        teacher.update(student, 0.9)
-        pixel.append(stats["pixel_loss"])
+    steps = _optimise(objective, student, teacher, views, 15)
+    pixel, stats = [st["pixel_loss"] for _, st in steps], steps[-1][1]
     assert "ibot_loss" not in stats
     assert sum(pixel[-3:]) / 3 < min(0.8 * pixel[0], 0.9 * zero), (pixel, zero)
     # DINO weight 0: the loss is the pixel loss alone
@@ -426,16 +426,8 @@ def test_pixel_weight_zero_leaves_the_objective_unchanged(ibot, params, want):
     assert (student.mask_token is None) == (ibot == 0)
     teacher, objective = Teacher(student), Objective(opts, True)
     views = _views(opts, cfg)
-    optim = torch.optim.AdamW(student.parameters(), lr=1e-3)
-    losses = []
-    for step in range(3):
-        loss, stats = objective(student, teacher, views, 0.04,
-                                torch.Generator().manual_seed(step))
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
-        teacher.update(student, 0.9)
-        losses.append(float(loss.detach()))
+    steps = _optimise(objective, student, teacher, views, 3)
+    losses, stats = [loss for loss, _ in steps], steps[-1][1]
     assert "pixel_loss" not in stats
     assert losses == pytest.approx(want, rel=1e-4)
 
