@@ -47,6 +47,35 @@ def test_kl_term_is_zero_when_student_equals_teacher():
     assert other["loss_kd_ce"].item() > 0.05 and other["loss_kd_bbox"].item() > 0.01
 
 
+def test_unsure_teacher_boxes_keep_overlapping_queries_out_of_no_object():
+    """``ignore_threshold``: the teacher's predictions between it and the threshold become
+    ``ignore_boxes``; a student query on one of them is not taught "no object", the others are,
+    and without unsure boxes the loss is the plain one."""
+    teacher = _outputs(0)
+    scores = teacher["pred_logits"].softmax(-1)[..., :-1].max(-1).values
+    plain = teacher_targets(teacher["pred_logits"], teacher["pred_boxes"], 0.5)
+    unsure = teacher_targets(teacher["pred_logits"], teacher["pred_boxes"], 0.5, 0.2)
+    for p, u, s in zip(plain, unsure, scores):
+        torch.testing.assert_close(u["boxes"], p["boxes"])
+        assert len(p["ignore_boxes"]) == 0
+        assert len(u["ignore_boxes"]) == int(((s >= 0.2) & (s < 0.5)).sum()) > 0
+    loss = DetectionDistillLoss(HungarianMatcher(), aux=False)
+    student = {k: v.clone() for k, v in teacher.items()}  # queries sit on the teacher's boxes
+    a, b = loss(student, plain), loss(student, unsure)
+    assert a["loss_kd_ce"].item() == pytest.approx(0.0, abs=1e-6)
+    # unsure queries leave the no-object term: it is the mean over the other unmatched queries
+    n_unsure = sum(len(u["ignore_boxes"]) for u in unsure)
+    background = torch.ones(2, 6, dtype=torch.bool)
+    for i, s in enumerate(scores):
+        background[i] = s < 0.2
+    ce = F.cross_entropy(student["pred_logits"][background],
+                         torch.full((int(background.sum()),), 3), reduction="sum")
+    n_matched = sum(len(p["labels"]) for p in plain)
+    want = 0.1 * ce / (n_matched + 0.1 * (12 - n_matched - n_unsure))
+    torch.testing.assert_close(b["loss_kd_noobj"], want)
+    assert b["loss_kd_noobj"].item() != pytest.approx(a["loss_kd_noobj"].item())
+
+
 def test_temperature_scales_kl_by_t_squared_and_softens_the_targets():
     g = torch.Generator().manual_seed(0)
     s, t = torch.randn(5, 4, generator=g) * 4, torch.randn(5, 4, generator=g) * 4

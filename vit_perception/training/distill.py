@@ -62,14 +62,26 @@ def select_batch(outputs: dict, index: Tensor) -> dict:
     return out
 
 
-def cached_targets(targets: list[dict], device: torch.device) -> list[dict]:
+def cached_targets(targets: list[dict], device: torch.device, threshold: float,
+                   ignore_threshold: float | None = None) -> list[dict]:
     """``teacher_targets``' per-image dicts from the batch's cached, augmented teacher
-    detections (``teacher_logits``, ``teacher_boxes``: already confident and in the student's
-    normalised cxcywh)."""
+    detections (``teacher_logits``, ``teacher_boxes``: in the student's normalised cxcywh, all
+    scoring at least the lower of the two thresholds)."""
     from vit_perception.training.distill_losses import teacher_targets
 
     return [teacher_targets(t["teacher_logits"].to(device)[None],
-                            t["teacher_boxes"].to(device)[None], 0.0)[0] for t in targets]
+                            t["teacher_boxes"].to(device)[None], threshold,
+                            ignore_threshold)[0] for t in targets]
+
+
+def ignore_threshold(opts: dict) -> float | None:
+    """``distill.teacher_ignore_threshold`` as a float, or None when off (null, or not below
+    ``teacher_threshold``)."""
+    value = opts.get("teacher_ignore_threshold")
+    if value is None or str(value).lower() in ("none", "null", "off", ""):
+        return None
+    value = float(value)
+    return value if value < float(opts["teacher_threshold"]) else None
 
 
 def _tensors(outputs: dict) -> list[Tensor]:
@@ -185,7 +197,9 @@ class DistillTrainer(DetectionTrainer):
         if self.teacher_cache:
             from vit_perception.training.teacher_cache import predict_frames
 
-            preds = predict_frames(t, samples, float(self.dopts["teacher_threshold"]),
+            low = ignore_threshold(self.dopts)
+            threshold = float(self.dopts["teacher_threshold"]) if low is None else low
+            preds = predict_frames(t, samples, threshold,
                                    int(self.opts["batch_size"]), features=self.feature_kd)
         return DistillDataset(samples, self.has_labels, (self.size, self.mean, self.std),
                               (t.size, t.mean, t.std), augment, preds)
@@ -227,7 +241,8 @@ class DistillTrainer(DetectionTrainer):
         if self.feature_kd or not self.teacher_cache:
             maps = torch.stack([t["input_map"] for t in targets]).to(self.device)
         if self.teacher_cache:
-            kd_targets = cached_targets(targets, self.device)
+            kd_targets = cached_targets(targets, self.device, float(d["teacher_threshold"]),
+                                        ignore_threshold(d))
             if self.feature_kd:
                 t_feat = torch.stack([t["teacher_features"] for t in targets]).to(
                     self.device).float()
@@ -235,7 +250,7 @@ class DistillTrainer(DetectionTrainer):
             teacher = self.teacher(torch.stack([t["teacher_image"] for t in targets]))
             kd_targets = teacher_targets(teacher["pred_logits"],
                                          map_boxes(teacher["pred_boxes"], maps),
-                                         float(d["teacher_threshold"]))
+                                         float(d["teacher_threshold"]), ignore_threshold(d))
             t_feat = teacher["features"]
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
             outputs = self.net(images)

@@ -10,7 +10,11 @@ with the Hungarian matcher and returns
 
 both over DETR's weighted count ``matched + noobj_coef * unmatched`` (so together they are the
 set criterion's class loss with soft targets), and ``loss_kd_bbox`` (L1) and ``loss_kd_giou``
-over the number of teacher targets. ``feature_losses`` gives ``loss_feat_cos`` and
+over the number of teacher targets. With ``teacher_targets(..., ignore_threshold)`` the teacher's
+uncertain predictions (best class probability in ``[ignore_threshold, threshold)``) come along
+as ``ignore_boxes``: an unmatched student query whose box overlaps one of them (IoU >= 0.5) is
+left out of ``loss_kd_noobj`` (and its count), so a student is not taught that an object the
+teacher half-saw is background. ``feature_losses`` gives ``loss_feat_cos`` and
 ``loss_feat_l1`` between translated student and teacher features on the frame's cells.
 """
 
@@ -20,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vit_perception.models.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
+from vit_perception.models.box_ops import box_cxcywh_to_xyxy, box_iou, generalized_box_iou
 from vit_perception.models.matcher import HungarianMatcher
 
 KD_TERMS = ("loss_kd_ce", "loss_kd_noobj", "loss_kd_bbox", "loss_kd_giou")
@@ -36,19 +40,40 @@ def softened_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: flo
     return (log_t.exp() * (log_t - log_s)).sum(-1) * (t * t)
 
 
-def teacher_targets(logits: Tensor, boxes: Tensor, threshold: float) -> list[dict]:
+def teacher_targets(logits: Tensor, boxes: Tensor, threshold: float,
+                    ignore_threshold: float | None = None) -> list[dict]:
     """Teacher ``pred_logits [B, N, K+1]`` and ``pred_boxes [B, N, 4]`` (already in the student's
     normalised cxcywh) -> per image ``logits [m, K+1]``, ``labels [m]``, ``boxes [m, 4]``,
     ``scores [m]`` of the predictions whose best class probability is ``>= threshold`` (boxes
-    with no width or height, e.g. wholly in letterbox padding, are left out)."""
+    with no width or height, e.g. wholly in letterbox padding, are left out), and
+    ``ignore_boxes [u, 4]``: those scoring in ``[ignore_threshold, threshold)`` (none when
+    ``ignore_threshold`` is None)."""
     prob = logits.float().softmax(-1)[..., :-1]
     scores, labels = prob.max(-1)
     sized = (boxes[..., 2] > 1e-3) & (boxes[..., 3] > 1e-3)
+    low = float("inf") if ignore_threshold is None else float(ignore_threshold)
     out = []
     for i in range(logits.shape[0]):
         keep = (scores[i] >= threshold) & sized[i]
+        unsure = (scores[i] >= low) & (scores[i] < threshold) & sized[i]
         out.append({"logits": logits[i][keep].float(), "labels": labels[i][keep],
-                    "boxes": boxes[i][keep].float(), "scores": scores[i][keep]})
+                    "boxes": boxes[i][keep].float(), "scores": scores[i][keep],
+                    "ignore_boxes": boxes[i][unsure].float()})
+    return out
+
+
+def ignored_queries(boxes: Tensor, matched: Tensor, targets: list[dict],
+                    iou: float = 0.5) -> Tensor:
+    """``[B, N]`` bool: the unmatched queries whose box (cxcywh) overlaps one of the image's
+    ``ignore_boxes`` by at least ``iou``."""
+    out = torch.zeros_like(matched)
+    for i, t in enumerate(targets):
+        unsure = t.get("ignore_boxes")
+        if unsure is None or len(unsure) == 0:
+            continue
+        overlap = box_iou(box_cxcywh_to_xyxy(boxes[i]),
+                          box_cxcywh_to_xyxy(unsure.to(boxes.device)))[0]
+        out[i] = (overlap.max(-1).values >= iou) & ~matched[i]
     return out
 
 
@@ -88,11 +113,12 @@ class DetectionDistillLoss(nn.Module):
                             ).reshape(-1, 4)
         matched = torch.zeros(b, n, dtype=torch.bool, device=dev)
         matched[batch_idx, src_idx] = True
-        n_matched = int(src_idx.numel())
-        denom = max(n_matched + self.noobj_coef * (b * n - n_matched), 1e-6)
+        background = ~(matched | ignored_queries(boxes.detach(), matched, targets))
+        n_matched, n_background = int(src_idx.numel()), int(background.sum())
+        denom = max(n_matched + self.noobj_coef * n_background, 1e-6)
         kl = softened_kl(logits[batch_idx, src_idx], t_logits, self.temperature)
-        noobj = F.cross_entropy(logits[~matched],
-                                torch.full((b * n - n_matched,), logits.shape[-1] - 1,
+        noobj = F.cross_entropy(logits[background],
+                                torch.full((n_background,), logits.shape[-1] - 1,
                                            dtype=torch.int64, device=dev), reduction="sum")
         num_boxes = max(n_matched, 1)
         src_boxes = boxes[batch_idx, src_idx]

@@ -14,6 +14,9 @@ DISTILL_DEFAULTS: dict = {
     "teacher": None,  # the teacher checkpoint (--teacher; a resumed run reads it from here)
     "temperature": 2.0,  # T: softmax(logits / T) for teacher and student; KL scaled by T^2
     "teacher_threshold": 0.5,  # teacher predictions with max class prob >= this become targets
+    # teacher predictions scoring in [this, teacher_threshold) are "unsure": an unmatched student
+    # query overlapping one (IoU >= 0.5) is not taught "no object" (null: off)
+    "teacher_ignore_threshold": None,
     # loss weights (each term is logged separately under its own name)
     "loss_gt": 1.0,  # the ordinary set loss (model config's loss: section) on labelled frames
     "loss_kd_ce": 1.0,  # T^2 * KL(teacher || student) on queries matched to teacher targets
