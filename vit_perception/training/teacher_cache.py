@@ -64,7 +64,7 @@ def predict_frames(teacher, samples: Sequence, threshold: float, batch_size: int
                      time.perf_counter() - t0)
     n = sum(len(r[0]) for r in results)
     mb = sum(r[2].numel() * 2 for r in results if r[2] is not None) / 2**20
-    log.info("teacher cache: %d frames, %.1f confident predictions a frame%s, %.1f s",
-             len(order), n / max(1, len(order)),
+    log.info("teacher cache: %d frames, %.1f predictions a frame scoring >= %.2f%s, %.1f s",
+             len(order), n / max(1, len(order)), threshold,
              f", feature maps {mb:.0f} MB" if features else "", time.perf_counter() - t0)
     return [results[unique[id(s)]] for s in samples]
