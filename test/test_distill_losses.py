@@ -47,6 +47,27 @@ def test_kl_term_is_zero_when_student_equals_teacher():
     assert other["loss_kd_ce"].item() > 0.05 and other["loss_kd_bbox"].item() > 0.01
 
 
+def test_object_targets_drop_the_teachers_no_object_mass():
+    """``object_only``: the target is the teacher's softened distribution over the classes
+    alone; a student that copies it there with no "no object" mass scores zero, the student
+    equal to the teacher does not, and the gradient lowers the student's no-object logit."""
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(5, 4, generator=g) * 2
+    for temp in (1.0, 2.0):
+        p_cls = F.softmax(t[:, :-1] / temp, -1)
+        s = t.clone()
+        s[:, -1] = -1e4  # the same class logits, no "no object"
+        assert torch.allclose(softened_kl(s, t, temp, object_only=True), torch.zeros(5),
+                              atol=1e-5)
+        same = t.clone().requires_grad_(True)
+        kl = softened_kl(same, t, temp, object_only=True)
+        log_s = F.log_softmax(t / temp, -1)[:, :-1]
+        torch.testing.assert_close(kl, temp**2 * (p_cls * (p_cls.log() - log_s)).sum(-1))
+        assert (kl > 0).all()
+        kl.sum().backward()
+        assert (same.grad[:, -1] > 0).all()  # descending the loss lowers "no object"
+
+
 def test_unsure_teacher_boxes_keep_overlapping_queries_out_of_no_object():
     """``ignore_threshold``: the teacher's predictions between it and the threshold become
     ``ignore_boxes``; a student query on one of them is not taught "no object", the others are,

@@ -31,13 +31,20 @@ KD_TERMS = ("loss_kd_ce", "loss_kd_noobj", "loss_kd_bbox", "loss_kd_giou")
 FEATURE_TERMS = ("loss_feat_cos", "loss_feat_l1")
 
 
-def softened_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+def softened_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float,
+                object_only: bool = False) -> Tensor:
     """``[M, K+1]`` each -> ``[M]``: ``T^2 * KL(softmax(t / T) || softmax(s / T))`` (Hinton et
-    al.: the T^2 factor keeps gradient magnitudes comparable across temperatures)."""
+    al.: the T^2 factor keeps gradient magnitudes comparable across temperatures). With
+    ``object_only`` the teacher's distribution is renormalised over the K classes (its last,
+    "no object", column gets no mass): a query matched to a teacher target is an object, and
+    the softened target keeps only how the teacher ranks the classes."""
     t = float(temperature)
     log_s = F.log_softmax(student_logits.float() / t, dim=-1)
-    log_t = F.log_softmax(teacher_logits.float() / t, dim=-1)
-    return (log_t.exp() * (log_t - log_s)).sum(-1) * (t * t)
+    if not object_only:
+        log_t = F.log_softmax(teacher_logits.float() / t, dim=-1)
+        return (log_t.exp() * (log_t - log_s)).sum(-1) * (t * t)
+    log_t = F.log_softmax(teacher_logits.float()[:, :-1] / t, dim=-1)
+    return (log_t.exp() * (log_t - log_s[:, :-1])).sum(-1) * (t * t)
 
 
 def teacher_targets(logits: Tensor, boxes: Tensor, threshold: float,
@@ -82,10 +89,10 @@ class DetectionDistillLoss(nn.Module):
     prediction set and (``aux``) each ``aux_outputs`` set."""
 
     def __init__(self, matcher: HungarianMatcher, temperature: float = 2.0,
-                 noobj_coef: float = 0.1, aux: bool = True):
+                 noobj_coef: float = 0.1, aux: bool = True, object_only: bool = False):
         super().__init__()
         self.matcher, self.temperature = matcher, float(temperature)
-        self.noobj_coef, self.aux = float(noobj_coef), aux
+        self.noobj_coef, self.aux, self.object_only = float(noobj_coef), aux, bool(object_only)
 
     def forward(self, outputs: dict, targets: list[dict]) -> dict[str, Tensor]:
         sets = [outputs]
@@ -116,7 +123,8 @@ class DetectionDistillLoss(nn.Module):
         background = ~(matched | ignored_queries(boxes.detach(), matched, targets))
         n_matched, n_background = int(src_idx.numel()), int(background.sum())
         denom = max(n_matched + self.noobj_coef * n_background, 1e-6)
-        kl = softened_kl(logits[batch_idx, src_idx], t_logits, self.temperature)
+        kl = softened_kl(logits[batch_idx, src_idx], t_logits, self.temperature,
+                         self.object_only)
         noobj = F.cross_entropy(logits[background],
                                 torch.full((n_background,), logits.shape[-1] - 1,
                                            dtype=torch.int64, device=dev), reduction="sum")

@@ -20,6 +20,9 @@ DISTILL_DEFAULTS: dict = {
     # loss weights (each term is logged separately under its own name)
     "loss_gt": 1.0,  # the ordinary set loss (model config's loss: section) on labelled frames
     "loss_kd_ce": 1.0,  # T^2 * KL(teacher || student) on queries matched to teacher targets
+    # true: a matched query's target is the teacher's distribution over the classes alone (its
+    # "no object" probability dropped and the rest renormalised): matched means "an object"
+    "kd_object_targets": False,
     "loss_kd_noobj": 1.0,  # cross-entropy to "no object" of the unmatched student queries
     "kd_noobj_coef": 0.1,  # per-query weight of unmatched vs matched queries (DETR's eos_coef)
     "loss_kd_bbox": 5.0,  # L1 between matched student boxes and teacher boxes
