@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One 20-minute student of issue 13's seed comparison (docs/RESULTS.md, sixth measurement):
+# vit_nano_detr at 224x160 without the DETR encoder layer, one thread pinned to one core, then
+# AP50/AP of its best.pt and last.pt on the held-out bag.
+# Usage (from the repository root, after `source env.sh`):
+#   scripts/distill_student.sh CORE NAME SEED train|distill [--set KEY=VALUE ...]
+# Environment: OUT (runs/d2: bags in OUT/bags as `synth` wrote them, the run in OUT/NAME, the
+# evals in OUT/eval), MIN (20), TEACHER (OUT/teacherA/best.pt), TEST (test600).
+# `distill` is the cached mode with teacher targets on the unlabelled bag only
+# (teacher_cache=true, kd_labelled=false, no feature distillation); extra --set items follow.
+set -euo pipefail
+core=$1 name=$2 seed=$3 kind=$4
+shift 4
+OUT="${OUT:-runs/d2}"
+B="$OUT/bags"
+mkdir -p "$OUT/eval"
+S=(--set input.width=224 --set input.height=160 --set model.head.enc_layers=0
+   --set train.epochs=100000 --set train.eval_every=0 --set train.eval_every_s=60
+   --set train.threads=1 --set "train.seed=$seed" --train "$B/train" --val "$B/val"
+   --time-budget "${MIN:-20}" --no-progress --out "$OUT/$name" --overwrite)
+pin=(env OMP_NUM_THREADS=1 taskset -c "$core")
+if [[ $kind == train ]]; then
+  "${pin[@]}" vit-perception train --config vit_nano_detr "${S[@]}" "$@"
+else
+  "${pin[@]}" vit-perception distill --teacher "${TEACHER:-$OUT/teacherA/best.pt}" \
+    --student-config vit_nano_detr --unlabelled "$B/unlabelled" "${S[@]}" \
+    --set distill.teacher_cache=true --set distill.kd_labelled=false \
+    --set distill.loss_feat_cos=0 --set distill.loss_feat_l1=0 "$@"
+fi
+for ck in best last; do
+  "${pin[@]}" vit-perception eval --bag "$B/${TEST:-test600}" --model "$OUT/$name/$ck.pt" \
+    --json "$OUT/eval/${name}_$ck.json" | grep -E "^(AP|AP50) " | tr '\n' ' '
+  echo " $name $ck"
+done
