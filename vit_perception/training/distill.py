@@ -75,13 +75,17 @@ def cached_targets(targets: list[dict], device: torch.device, threshold: float,
 
 
 def ignore_threshold(opts: dict) -> float | None:
-    """``distill.teacher_ignore_threshold`` as a float, or None when off (null, or not below
-    ``teacher_threshold``)."""
+    """``distill.teacher_ignore_threshold`` as a float, or None when off (null, false -- YAML's
+    ``off`` -- or not below ``teacher_threshold``)."""
+    from vit_perception.errors import UsageError
+
     value = opts.get("teacher_ignore_threshold")
-    if value is None or str(value).lower() in ("none", "null", "off", ""):
+    if value is None or value is False:
         return None
-    value = float(value)
-    return value if value < float(opts["teacher_threshold"]) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UsageError(f"distill.teacher_ignore_threshold: {value!r} is not a score in [0, 1) "
+                         "or null")
+    return float(value) if value < float(opts["teacher_threshold"]) else None
 
 
 def _tensors(outputs: dict) -> list[Tensor]:
@@ -131,6 +135,8 @@ class DistillTrainer(DetectionTrainer):
         cfg["distill"] = opts
         self.dopts = opts
         self.teacher_cache = bool(opts["teacher_cache"])
+        self.threshold = float(opts["teacher_threshold"])
+        self.ignore_threshold = ignore_threshold(opts)
         self.feature_kd = float(opts["loss_feat_cos"]) > 0 or float(opts["loss_feat_l1"]) > 0
         if self.teacher_cache and self.augment_on_device:
             log.info("distill.teacher_cache: augmentation in the data loader (the cached boxes "
@@ -198,9 +204,8 @@ class DistillTrainer(DetectionTrainer):
         if self.teacher_cache:
             from vit_perception.training.teacher_cache import predict_frames
 
-            low = ignore_threshold(self.dopts)
-            threshold = float(self.dopts["teacher_threshold"]) if low is None else low
-            preds = predict_frames(t, samples, threshold,
+            low = self.threshold if self.ignore_threshold is None else self.ignore_threshold
+            preds = predict_frames(t, samples, low,
                                    int(self.opts["batch_size"]), features=self.feature_kd)
         return DistillDataset(samples, self.has_labels, (self.size, self.mean, self.std),
                               (t.size, t.mean, t.std), augment, preds)
@@ -242,8 +247,8 @@ class DistillTrainer(DetectionTrainer):
         if self.feature_kd or not self.teacher_cache:
             maps = torch.stack([t["input_map"] for t in targets]).to(self.device)
         if self.teacher_cache:
-            kd_targets = cached_targets(targets, self.device, float(d["teacher_threshold"]),
-                                        ignore_threshold(d))
+            kd_targets = cached_targets(targets, self.device, self.threshold,
+                                        self.ignore_threshold)
             if self.feature_kd:
                 t_feat = torch.stack([t["teacher_features"] for t in targets]).to(
                     self.device).float()
@@ -251,7 +256,7 @@ class DistillTrainer(DetectionTrainer):
             teacher = self.teacher(torch.stack([t["teacher_image"] for t in targets]))
             kd_targets = teacher_targets(teacher["pred_logits"],
                                          map_boxes(teacher["pred_boxes"], maps),
-                                         float(d["teacher_threshold"]), ignore_threshold(d))
+                                         self.threshold, self.ignore_threshold)
             t_feat = teacher["features"]
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
             outputs = self.net(images)

@@ -40,11 +40,11 @@ def softened_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: flo
     the softened target keeps only how the teacher ranks the classes."""
     t = float(temperature)
     log_s = F.log_softmax(student_logits.float() / t, dim=-1)
-    if not object_only:
-        log_t = F.log_softmax(teacher_logits.float() / t, dim=-1)
-        return (log_t.exp() * (log_t - log_s)).sum(-1) * (t * t)
-    log_t = F.log_softmax(teacher_logits.float()[:, :-1] / t, dim=-1)
-    return (log_t.exp() * (log_t - log_s[:, :-1])).sum(-1) * (t * t)
+    teacher = teacher_logits.float()
+    if object_only:
+        teacher, log_s = teacher[:, :-1], log_s[:, :-1]
+    log_t = F.log_softmax(teacher / t, dim=-1)
+    return (log_t.exp() * (log_t - log_s)).sum(-1) * (t * t)
 
 
 def teacher_targets(logits: Tensor, boxes: Tensor, threshold: float,
@@ -69,18 +69,17 @@ def teacher_targets(logits: Tensor, boxes: Tensor, threshold: float,
     return out
 
 
-def ignored_queries(boxes: Tensor, matched: Tensor, targets: list[dict],
-                    iou: float = 0.5) -> Tensor:
-    """``[B, N]`` bool: the unmatched queries whose box (cxcywh) overlaps one of the image's
+def on_unsure_boxes(boxes: Tensor, targets: list[dict], iou: float = 0.5) -> Tensor:
+    """``[B, N]`` bool: the queries whose box (cxcywh) overlaps one of the image's
     ``ignore_boxes`` by at least ``iou``."""
-    out = torch.zeros_like(matched)
+    out = torch.zeros(boxes.shape[:2], dtype=torch.bool, device=boxes.device)
     for i, t in enumerate(targets):
         unsure = t.get("ignore_boxes")
         if unsure is None or len(unsure) == 0:
             continue
         overlap = box_iou(box_cxcywh_to_xyxy(boxes[i]),
                           box_cxcywh_to_xyxy(unsure.to(boxes.device)))[0]
-        out[i] = (overlap.max(-1).values >= iou) & ~matched[i]
+        out[i] = overlap.max(-1).values >= iou
     return out
 
 
@@ -120,7 +119,7 @@ class DetectionDistillLoss(nn.Module):
                             ).reshape(-1, 4)
         matched = torch.zeros(b, n, dtype=torch.bool, device=dev)
         matched[batch_idx, src_idx] = True
-        background = ~(matched | ignored_queries(boxes.detach(), matched, targets))
+        background = ~(matched | on_unsure_boxes(boxes.detach(), targets))
         n_matched, n_background = int(src_idx.numel()), int(background.sum())
         denom = max(n_matched + self.noobj_coef * n_background, 1e-6)
         kl = softened_kl(logits[batch_idx, src_idx], t_logits, self.temperature,
