@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from vit_perception.models.box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
+from vit_perception.models.criterion import SetCriterion
 from vit_perception.models.matcher import HungarianMatcher
 from vit_perception.models.preprocess import letterbox_params
 from vit_perception.training.distill_losses import (
@@ -66,6 +67,24 @@ def test_object_targets_drop_the_teachers_no_object_mass():
         assert (kl > 0).all()
         kl.sum().backward()
         assert (same.grad[:, -1] > 0).all()  # descending the loss lowers "no object"
+
+
+def test_hard_targets_are_the_set_criterion_on_the_teachers_detections():
+    """``hard``: the teacher's confident detections become pseudo-labels, and the class terms
+    add up to the set criterion's weighted cross-entropy (and the box terms to its box losses)
+    against those labels, whatever the temperature."""
+    teacher, student = _outputs(0), _outputs(1)
+    targets = teacher_targets(teacher["pred_logits"], teacher["pred_boxes"], 0.3)
+    criterion = SetCriterion(3, HungarianMatcher(), eos_coef=0.1, aux_loss=False)
+    want = criterion(student, [{"labels": t["labels"], "boxes": t["boxes"]} for t in targets])
+    for temp in (1.0, 4.0):
+        got = DetectionDistillLoss(HungarianMatcher(), temperature=temp, aux=False,
+                                   hard=True)(student, targets)
+        torch.testing.assert_close(got["loss_kd_ce"] + got["loss_kd_noobj"], want["loss_ce"])
+        torch.testing.assert_close(got["loss_kd_bbox"], want["loss_bbox"])
+        torch.testing.assert_close(got["loss_kd_giou"], want["loss_giou"])
+    soft = DetectionDistillLoss(HungarianMatcher(), temperature=1.0, aux=False)(student, targets)
+    assert soft["loss_kd_ce"].item() != pytest.approx(got["loss_kd_ce"].item(), rel=1e-3)
 
 
 def test_unsure_teacher_boxes_keep_overlapping_queries_out_of_no_object():

@@ -161,7 +161,8 @@ class DistillTrainer(DetectionTrainer):
                                    float(loss.get("cost_giou", 2.0)))
         self.kd_loss = DetectionDistillLoss(matcher, float(d["temperature"]),
                                             float(d["kd_noobj_coef"]), bool(d["kd_aux"]),
-                                            bool(d["kd_object_targets"]))
+                                            bool(d["kd_object_targets"]),
+                                            bool(d["kd_hard_targets"]))
         self.translator = None
         self.translator_net = None
         if self.teacher_cache:

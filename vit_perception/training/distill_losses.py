@@ -5,7 +5,9 @@ feature matching.
 the threshold) with their full logits; ``DetectionDistillLoss`` matches student queries to them
 with the Hungarian matcher and returns
 
-- ``loss_kd_ce``: ``T^2 * KL(softmax(t / T) || softmax(s / T))`` of the matched queries,
+- ``loss_kd_ce``: ``T^2 * KL(softmax(t / T) || softmax(s / T))`` of the matched queries (with
+  ``hard``: cross-entropy to the teacher's best class, the set criterion's class loss with the
+  teacher's detections as pseudo-labels),
 - ``loss_kd_noobj``: cross-entropy to "no object" of the unmatched queries,
 
 both over DETR's weighted count ``matched + noobj_coef * unmatched`` (so together they are the
@@ -88,10 +90,12 @@ class DetectionDistillLoss(nn.Module):
     prediction set and (``aux``) each ``aux_outputs`` set."""
 
     def __init__(self, matcher: HungarianMatcher, temperature: float = 2.0,
-                 noobj_coef: float = 0.1, aux: bool = True, object_only: bool = False):
+                 noobj_coef: float = 0.1, aux: bool = True, object_only: bool = False,
+                 hard: bool = False):
         super().__init__()
         self.matcher, self.temperature = matcher, float(temperature)
         self.noobj_coef, self.aux, self.object_only = float(noobj_coef), aux, bool(object_only)
+        self.hard = bool(hard)
 
     def forward(self, outputs: dict, targets: list[dict]) -> dict[str, Tensor]:
         sets = [outputs]
@@ -117,13 +121,18 @@ class DetectionDistillLoss(nn.Module):
                              ).reshape(-1, logits.shape[-1])
         t_boxes = torch.cat([t["boxes"][j.to(dev)] for t, (_, j) in zip(targets, indices)]
                             ).reshape(-1, 4)
+        t_labels = torch.cat([t["labels"][j.to(dev)] for t, (_, j) in zip(targets, indices)]
+                             ).reshape(-1).long()
         matched = torch.zeros(b, n, dtype=torch.bool, device=dev)
         matched[batch_idx, src_idx] = True
         background = ~(matched | on_unsure_boxes(boxes.detach(), targets))
         n_matched, n_background = int(src_idx.numel()), int(background.sum())
         denom = max(n_matched + self.noobj_coef * n_background, 1e-6)
-        kl = softened_kl(logits[batch_idx, src_idx], t_logits, self.temperature,
-                         self.object_only)
+        if self.hard:
+            kl = F.cross_entropy(logits[batch_idx, src_idx], t_labels, reduction="none")
+        else:
+            kl = softened_kl(logits[batch_idx, src_idx], t_logits, self.temperature,
+                             self.object_only)
         noobj = F.cross_entropy(logits[background],
                                 torch.full((n_background,), logits.shape[-1] - 1,
                                            dtype=torch.int64, device=dev), reduction="sum")

@@ -23,6 +23,9 @@ DISTILL_DEFAULTS: dict = {
     # true: a matched query's target is the teacher's distribution over the classes alone (its
     # "no object" probability dropped and the rest renormalised): matched means "an object"
     "kd_object_targets": False,
+    # true: a matched query learns the teacher's best class by cross-entropy (hard pseudo-labels,
+    # the set criterion's class loss) instead of the softened KL; temperature is then unused
+    "kd_hard_targets": False,
     "loss_kd_noobj": 1.0,  # cross-entropy to "no object" of the unmatched student queries
     "kd_noobj_coef": 0.1,  # per-query weight of unmatched vs matched queries (DETR's eos_coef)
     "loss_kd_bbox": 5.0,  # L1 between matched student boxes and teacher boxes
