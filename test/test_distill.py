@@ -116,6 +116,32 @@ def test_kd_labelled_off_distils_only_the_unlabelled_frames(bags, teacher, tmp_p
         torch.testing.assert_close(mixed[key], only_u[key], rtol=1e-4, atol=1e-5)
 
 
+def test_weight_by_frames_makes_every_frame_count_the_same(bags, teacher, tmp_path):
+    """``weight_by_frames``: a batch of one labelled and one unlabelled frame weighs each part
+    by its half of the batch, so its loss is the mean of the two frames' own losses (without
+    it, the sum: each part is a mean over its own frames)."""
+    losses = {}
+    for by_frames in (False, True):
+        cfg = _student(kd_labelled=False, teacher_threshold=0.0, weight_by_frames=by_frames,
+                       loss_feat_cos=0, loss_feat_l1=0)
+        cfg["train"]["augment"] = NO_AUGMENT
+        trainer = _trainer(cfg, teacher, bags, tmp_path / f"run{by_frames}",
+                           unlabelled_bags=[bags["unlabelled"]])
+        (x_l, t_l), (x_u, t_u) = trainer.loader.dataset[0], trainer.loader.dataset[4]
+        with torch.no_grad():
+            losses[by_frames] = [trainer.compute_losses(x, t) for x, t in (
+                (x_l[None], [t_l]), (x_u[None], [t_u]), (torch.stack([x_l, x_u]), [t_l, t_u]))]
+    for by_frames, scale in ((False, 1.0), (True, 0.5)):
+        labelled, only_u, mixed = losses[by_frames]
+        assert labelled["loss_gt"].item() > 1.0 and only_u["loss_kd_giou"].item() > 0.0
+        torch.testing.assert_close(mixed["loss_gt"], scale * labelled["loss_gt"], rtol=1e-4,
+                                   atol=1e-5)
+        torch.testing.assert_close(mixed["loss_kd_giou"], scale * only_u["loss_kd_giou"],
+                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(mixed["loss"], scale * (labelled["loss"] + only_u["loss"]),
+                                   rtol=1e-4, atol=1e-4)
+
+
 def _trainer(cfg, teacher, bags, run_dir, **kwargs):
     from vit_perception.training.distill import DistillTrainer
     from vit_perception.training.distributed import Dist

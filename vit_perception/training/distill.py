@@ -137,6 +137,7 @@ class DistillTrainer(DetectionTrainer):
         self.teacher_cache = bool(opts["teacher_cache"])
         self.threshold = float(opts["teacher_threshold"])
         self.ignore_threshold = ignore_threshold(opts)
+        self.by_frames = bool(opts["weight_by_frames"])
         self.feature_kd = float(opts["loss_feat_cos"]) > 0 or float(opts["loss_feat_l1"]) > 0
         if self.teacher_cache and self.augment_on_device:
             log.info("distill.teacher_cache: augmentation in the data loader (the cached boxes "
@@ -267,9 +268,10 @@ class DistillTrainer(DetectionTrainer):
         if len(labelled):
             gt = self.criterion(select_batch(outputs, labelled.to(images.device)),
                                 [targets[int(i)] for i in labelled])
-            losses.update({k: v for k, v in gt.items() if k in ("loss_ce", "loss_bbox",
-                                                                 "loss_giou")})
-            losses["loss_gt"] = gt["loss"]
+            share = len(labelled) / len(targets) if self.by_frames else 1.0
+            losses.update({k: share * v for k, v in gt.items() if k in ("loss_ce", "loss_bbox",
+                                                                         "loss_giou")})
+            losses["loss_gt"] = share * gt["loss"]
         else:
             losses["loss_gt"] = images.new_zeros(())
         total = total + float(d["loss_gt"]) * losses["loss_gt"]
@@ -307,7 +309,9 @@ class DistillTrainer(DetectionTrainer):
             zero = outputs["pred_logits"].new_zeros((), dtype=torch.float32)
             return {name: zero for name in KD_TERMS}
         index = torch.tensor(rows, device=outputs["pred_logits"].device)
-        return self.kd_loss(select_batch(outputs, index), [kd_targets[i] for i in rows])
+        kd = self.kd_loss(select_batch(outputs, index), [kd_targets[i] for i in rows])
+        share = len(rows) / len(targets) if self.by_frames else 1.0
+        return {name: share * value for name, value in kd.items()}
 
     def summary(self, stopped: str, metrics: dict | None) -> dict:
         return {**super().summary(stopped, metrics), "teacher": str(self.dopts["teacher"])}

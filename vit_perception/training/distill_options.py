@@ -41,6 +41,11 @@ DISTILL_DEFAULTS: dict = {
     #                         | bf16 (also on CPU) | fp16 (CUDA) | off
     "kd_labelled": True,  # false: detection distillation on unlabelled frames only (frames
     #                       with labels learn from their ground truth alone)
+    # true: the set loss and the detection-distillation terms are each weighted by the share of
+    # the batch's frames they cover, so every frame counts the same (false: each part is a mean
+    # over its own frames, and with kd_labelled=false the few labelled frames of a batch weigh
+    # as much as all its unlabelled ones)
+    "weight_by_frames": False,
     "teacher_cache": False,  # true: the teacher's detections are computed once per frame before
     #   training and moved with each augmentation (teacher_cache.py), its feature maps too: a
     #   step costs what a plain step costs (plus the translator), for targets that skip the
