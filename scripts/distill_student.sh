@@ -3,11 +3,13 @@
 # vit_nano_detr at 224x160 without the DETR encoder layer, one thread pinned to one core, then
 # AP50/AP of its best.pt and last.pt on the held-out bag.
 # Usage (from the repository root, after `source env.sh`):
-#   scripts/distill_student.sh CORE NAME SEED train|distill [--set KEY=VALUE ...]
+#   scripts/distill_student.sh CORE NAME SEED train|distill|distill-labels [--set KEY=VALUE ...]
 # Environment: OUT (runs/d2: bags in OUT/bags as `synth` wrote them, the run in OUT/NAME, the
 # evals in OUT/eval), MIN (20), TEACHER (OUT/teacherA/best.pt), TEST (test600).
 # `distill` is the cached mode with teacher targets on the unlabelled bag only
-# (teacher_cache=true, kd_labelled=false, no feature distillation); extra --set items follow.
+# (teacher_cache=true, kd_labelled=false, no feature distillation); `distill-labels` has no
+# unlabelled bag and distils on the labelled frames (kd_labelled=true) beside their ground truth;
+# extra --set items follow.
 set -euo pipefail
 core=$1 name=$2 seed=$3 kind=$4
 shift 4
@@ -21,6 +23,11 @@ S=(--set input.width=224 --set input.height=160 --set model.head.enc_layers=0
 pin=(env OMP_NUM_THREADS=1 taskset -c "$core")
 if [[ $kind == train ]]; then
   "${pin[@]}" vit-perception train --config vit_nano_detr "${S[@]}" "$@"
+elif [[ $kind == distill-labels ]]; then
+  "${pin[@]}" vit-perception distill --teacher "${TEACHER:-$OUT/teacherA/best.pt}" \
+    --student-config vit_nano_detr "${S[@]}" \
+    --set distill.teacher_cache=true --set distill.kd_labelled=true \
+    --set distill.loss_feat_cos=0 --set distill.loss_feat_l1=0 "$@"
 else
   "${pin[@]}" vit-perception distill --teacher "${TEACHER:-$OUT/teacherA/best.pt}" \
     --student-config vit_nano_detr --unlabelled "$B/unlabelled" "${S[@]}" \

@@ -83,6 +83,14 @@ def test_unlabelled_frames_contribute_no_ground_truth_loss(bags, teacher, tmp_pa
                              progress=False)
     data = trainer.loader.dataset
     assert data.has_labels == [True] * 4 + [False] * 2
+    # the sampler's class frequencies come from the labelled frames; unlabelled ones repeat once
+    from vit_perception.training.sampler import repeat_factors
+
+    labelled = repeat_factors([s.labels for s in trainer.train_samples[:4]], 2, 1.0)
+    np.testing.assert_allclose(trainer.repeat_factors(1.0), [*labelled, 1.0, 1.0])
+    # counting the unlabelled frames as frames without classes would draw the labelled more often
+    every = repeat_factors([s.labels for s in trainer.train_samples], 2, 1.0)
+    assert (every[:4] > labelled).all()
     (x_l, t_l), (x_u, t_u) = data[0], data[4]
     assert t_l["has_labels"] and len(t_l["boxes"]) > 0
     assert not t_u["has_labels"] and len(t_u["boxes"]) == 0  # the bag's own labels are ignored

@@ -198,6 +198,21 @@ class DistillTrainer(DetectionTrainer):
         self.has_labels += [False] * (len(unlabelled) * repeat)
         return labelled + unlabelled * repeat
 
+    def repeat_factors(self, threshold: float):
+        """Class frequencies from the labelled frames alone; unlabelled frames repeat once. (Their
+        empty label lists would otherwise count as frames without any class, every class would
+        look rare, and the labelled frames would be drawn ~2x as often as the unlabelled ones.)"""
+        import numpy as np
+
+        from vit_perception.training.sampler import repeat_factors
+
+        factors = np.ones(len(self.train_samples))
+        rows = [i for i, known in enumerate(self.has_labels) if known]
+        if rows:
+            factors[rows] = repeat_factors([self.train_samples[i].labels for i in rows],
+                                           len(self.cfg["classes"]), threshold)
+        return factors
+
     def make_dataset(self, samples: list, augment) -> torch.utils.data.Dataset:
         from vit_perception.training.distill_data import DistillDataset
 

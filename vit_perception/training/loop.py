@@ -119,20 +119,27 @@ class DetectionTrainer(RunTrainer):
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
         self.net = self.wrap_ddp(self.model, bool(o["ddp_find_unused"]))
 
+    def repeat_factors(self, threshold: float):
+        """The repeat-factor sampler's factor of each training frame (``sampler.repeat_factors``
+        over the frames' labels)."""
+        from vit_perception.training.sampler import repeat_factors
+
+        return repeat_factors([s.labels for s in self.train_samples], len(self.cfg["classes"]),
+                              threshold)
+
     def build_data(self) -> None:
         from vit_perception.training.augment import Augment
         from vit_perception.training.dataset import collate
-        from vit_perception.training.sampler import ResumableSampler, repeat_factors
+        from vit_perception.training.sampler import ResumableSampler
 
-        o, classes = self.opts, self.cfg["classes"]
+        o = self.opts
         cache = self.out / "cache" / f"rank{self.dist.rank}"
         t0 = time.perf_counter()
         self.train_samples = self.load_train_frames(cache / "train")
         self.val_samples = self.load_val_frames(cache / "val")
         log.info("%d training / %d validation frames decoded in %.1f s", len(self.train_samples),
                  len(self.val_samples), time.perf_counter() - t0)
-        factors = repeat_factors([s.labels for s in self.train_samples], len(classes),
-                                 float(o["repeat_threshold"]))
+        factors = self.repeat_factors(float(o["repeat_threshold"]))
         self.sampler = ResumableSampler(
             len(self.train_samples), mode=str(o["sampler"]), factors=factors,
             samples_per_epoch=o.get("samples_per_epoch"), seed=int(o["seed"]),
