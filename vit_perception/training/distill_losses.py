@@ -102,18 +102,26 @@ class DetectionDistillLoss(nn.Module):
         if self.aux:
             sets += list(outputs.get("aux_outputs", []))
         losses = {k: outputs["pred_logits"].new_zeros((), dtype=torch.float32) for k in KD_TERMS}
-        for preds in sets:
-            for name, value in self.set_losses(preds, targets).items():
+        sets = [{"pred_logits": p["pred_logits"].float(), "pred_boxes": p["pred_boxes"].float()}
+                for p in sets]
+        matches = self.matcher.match_sets(  # every set's costs in one batch, one host copy
+            sets, [{"labels": t["labels"], "boxes": t["boxes"]} for t in targets])
+        for preds, indices in zip(sets, matches):
+            for name, value in self.set_losses(preds, targets, indices).items():
                 losses[name] = losses[name] + value
         return losses
 
-    def set_losses(self, outputs: dict, targets: list[dict]) -> dict[str, Tensor]:
-        """The four terms of one ``[B, N, ...]`` prediction set."""
+    def set_losses(self, outputs: dict, targets: list[dict],
+                   indices: list[tuple[Tensor, Tensor]] | None = None) -> dict[str, Tensor]:
+        """The four terms of one ``[B, N, ...]`` prediction set (``indices``: its matching,
+        when the caller matched all sets at once)."""
         logits, boxes = outputs["pred_logits"].float(), outputs["pred_boxes"].float()
         b, n = logits.shape[:2]
         dev = logits.device
-        indices = self.matcher({"pred_logits": logits, "pred_boxes": boxes},
-                               [{"labels": t["labels"], "boxes": t["boxes"]} for t in targets])
+        if indices is None:
+            indices = self.matcher({"pred_logits": logits, "pred_boxes": boxes},
+                                   [{"labels": t["labels"], "boxes": t["boxes"]}
+                                    for t in targets])
         batch_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)]
                               ).to(dev)
         src_idx = torch.cat([src for src, _ in indices]).to(dev)
