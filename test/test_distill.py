@@ -150,6 +150,33 @@ def test_weight_by_frames_makes_every_frame_count_the_same(bags, teacher, tmp_pa
                                    rtol=1e-4, atol=1e-4)
 
 
+def test_pseudo_labels_train_unlabelled_frames_on_the_teachers_detections(bags, teacher,
+                                                                          tmp_path):
+    """``pseudo_labels``: an unlabelled frame's set loss is the criterion against the teacher's
+    detections on it (boxes and best class), and no detection-distillation term is left."""
+    from vit_perception.training.distill_losses import teacher_targets
+    from vit_perception.training.translator import map_boxes
+
+    cfg = _student(kd_labelled=False, teacher_threshold=0.0, pseudo_labels=True,
+                   loss_feat_cos=0, loss_feat_l1=0)
+    cfg["train"]["augment"] = NO_AUGMENT
+    trainer = _trainer(cfg, teacher, bags, tmp_path / "run", unlabelled_bags=[bags["unlabelled"]])
+    x_u, t_u = trainer.loader.dataset[4]
+    assert not t_u["has_labels"]
+    trainer.net.eval()
+    with torch.no_grad():
+        got = trainer.compute_losses(x_u[None], [t_u])
+        out = trainer.teacher(t_u["teacher_image"][None])
+        pseudo = teacher_targets(out["pred_logits"], map_boxes(out["pred_boxes"],
+                                                               t_u["input_map"][None]), 0.0)[0]
+        want = trainer.criterion(trainer.net(x_u[None]),
+                                 [{"labels": pseudo["labels"], "boxes": pseudo["boxes"]}])
+    assert len(pseudo["labels"]) > 0
+    torch.testing.assert_close(got["loss_gt"], want["loss"], rtol=1e-4, atol=1e-5)
+    assert all(got[k].item() == 0.0 for k in ("loss_kd_ce", "loss_kd_noobj", "loss_kd_bbox",
+                                               "loss_kd_giou"))
+
+
 def _trainer(cfg, teacher, bags, run_dir, **kwargs):
     from vit_perception.training.distill import DistillTrainer
     from vit_perception.training.distributed import Dist

@@ -138,6 +138,7 @@ class DistillTrainer(DetectionTrainer):
         self.threshold = float(opts["teacher_threshold"])
         self.ignore_threshold = ignore_threshold(opts)
         self.by_frames = bool(opts["weight_by_frames"])
+        self.pseudo_labels = bool(opts["pseudo_labels"])
         self.feature_kd = float(opts["loss_feat_cos"]) > 0 or float(opts["loss_feat_l1"]) > 0
         if self.teacher_cache and self.augment_on_device:
             log.info("distill.teacher_cache: augmentation in the data loader (the cached boxes "
@@ -279,7 +280,11 @@ class DistillTrainer(DetectionTrainer):
             outputs = self.net(images)
         losses: dict[str, Tensor] = {}
         total = images.new_zeros(())
-        labelled = torch.tensor([bool(t["has_labels"]) for t in targets]).nonzero()[:, 0]
+        known = [bool(t["has_labels"]) for t in targets]
+        if self.pseudo_labels:  # unlabelled frames: the teacher's detections as ground truth
+            targets = [t if k else {**t, "labels": p["labels"], "boxes": p["boxes"]}
+                       for t, k, p in zip(targets, known, kd_targets)]
+        labelled = torch.tensor([k or self.pseudo_labels for k in known]).nonzero()[:, 0]
         if len(labelled):
             gt = self.criterion(select_batch(outputs, labelled.to(images.device)),
                                 [targets[int(i)] for i in labelled])
@@ -290,7 +295,7 @@ class DistillTrainer(DetectionTrainer):
         else:
             losses["loss_gt"] = images.new_zeros(())
         total = total + float(d["loss_gt"]) * losses["loss_gt"]
-        for name, value in self.detection_kd(outputs, kd_targets, targets).items():
+        for name, value in self.detection_kd(outputs, kd_targets, known).items():
             losses[name] = value
             total = total + float(d[name]) * value
         if self.translator_net is not None and t_feat is not None and maps is not None:
@@ -312,20 +317,23 @@ class DistillTrainer(DetectionTrainer):
                                            if v.requires_grad)
         return losses
 
-    def detection_kd(self, outputs: dict, kd_targets: list[dict], targets: list[dict]
+    def detection_kd(self, outputs: dict, kd_targets: list[dict], known: list[bool]
                      ) -> dict[str, Tensor]:
-        """The detection-distillation terms over the batch, or (``distill.kd_labelled`` false)
-        over its unlabelled frames only: frames with labels then learn from their ground truth
-        alone."""
-        if bool(self.dopts["kd_labelled"]):
+        """The detection-distillation terms over the batch (``known``: which frames have
+        labels), less the labelled frames when ``distill.kd_labelled`` is false (they then learn
+        from their ground truth alone) and the unlabelled ones under ``distill.pseudo_labels``
+        (the set loss has them)."""
+        labelled = bool(self.dopts["kd_labelled"])
+        rows = [i for i, k in enumerate(known)
+                if (k and labelled) or (not k and not self.pseudo_labels)]
+        if len(rows) == len(known):
             return self.kd_loss(outputs, kd_targets)
-        rows = [i for i, t in enumerate(targets) if not bool(t["has_labels"])]
         if not rows:
             zero = outputs["pred_logits"].new_zeros((), dtype=torch.float32)
             return {name: zero for name in KD_TERMS}
         index = torch.tensor(rows, device=outputs["pred_logits"].device)
         kd = self.kd_loss(select_batch(outputs, index), [kd_targets[i] for i in rows])
-        share = len(rows) / len(targets) if self.by_frames else 1.0
+        share = len(rows) / len(known) if self.by_frames else 1.0
         return {name: share * value for name, value in kd.items()}
 
     def summary(self, stopped: str, metrics: dict | None) -> dict:

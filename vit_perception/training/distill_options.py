@@ -46,6 +46,10 @@ DISTILL_DEFAULTS: dict = {
     # over its own frames, and with kd_labelled=false the few labelled frames of a batch weigh
     # as much as all its unlabelled ones)
     "weight_by_frames": False,
+    # true: an unlabelled frame's targets are the teacher's confident detections (boxes and best
+    # class), trained with the ordinary set loss together with the labelled frames, as `train`
+    # on a bag the teacher labelled; the detection-distillation terms then leave those frames
+    "pseudo_labels": False,
     "teacher_cache": False,  # true: the teacher's detections are computed once per frame before
     #   training and moved with each augmentation (teacher_cache.py), its feature maps too: a
     #   step costs what a plain step costs (plus the translator), for targets that skip the
