@@ -21,19 +21,15 @@ S=(--set input.width=224 --set input.height=160 --set model.head.enc_layers=0
    --set train.threads=1 --set "train.seed=$seed" --train "$B/train" --val "$B/val"
    --time-budget "${MIN:-20}" --no-progress --out "$OUT/$name" --overwrite)
 pin=(env OMP_NUM_THREADS=1 taskset -c "$core")
-if [[ $kind == train ]]; then
-  "${pin[@]}" vit-perception train --config vit_nano_detr "${S[@]}" "$@"
-elif [[ $kind == distill-labels ]]; then
-  "${pin[@]}" vit-perception distill --teacher "${TEACHER:-$OUT/teacherA/best.pt}" \
-    --student-config vit_nano_detr "${S[@]}" \
-    --set distill.teacher_cache=true --set distill.kd_labelled=true \
-    --set distill.loss_feat_cos=0 --set distill.loss_feat_l1=0 "$@"
-else
-  "${pin[@]}" vit-perception distill --teacher "${TEACHER:-$OUT/teacherA/best.pt}" \
-    --student-config vit_nano_detr --unlabelled "$B/unlabelled" "${S[@]}" \
-    --set distill.teacher_cache=true --set distill.kd_labelled=false \
-    --set distill.loss_feat_cos=0 --set distill.loss_feat_l1=0 "$@"
-fi
+KD=(--teacher "${TEACHER:-$OUT/teacherA/best.pt}" --student-config vit_nano_detr
+    --set distill.teacher_cache=true --set distill.loss_feat_cos=0 --set distill.loss_feat_l1=0)
+case $kind in
+  train) "${pin[@]}" vit-perception train --config vit_nano_detr "${S[@]}" "$@" ;;
+  distill-labels) "${pin[@]}" vit-perception distill "${KD[@]}" "${S[@]}" \
+      --set distill.kd_labelled=true "$@" ;;
+  *) "${pin[@]}" vit-perception distill "${KD[@]}" --unlabelled "$B/unlabelled" "${S[@]}" \
+      --set distill.kd_labelled=false "$@" ;;
+esac
 for ck in best last; do
   "${pin[@]}" vit-perception eval --bag "$B/${TEST:-test600}" --model "$OUT/$name/$ck.pt" \
     --json "$OUT/eval/${name}_$ck.json" | grep -E "^(AP|AP50) " | tr '\n' ' '

@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 from rosbags.highlevel import AnyReader
-from rosbags.rosbag2 import StoragePlugin, Writer
 
-from vit_perception.data.msg_defs import typestore
+from vit_perception.data.bag_writer import BagWriter
+from vit_perception.data.msg_defs import DETECTION2D_ARRAY, typestore
 
 
 def main() -> int:
@@ -34,18 +34,14 @@ def main() -> int:
     store = typestore()
     with AnyReader([args.bag], default_typestore=store) as frames, \
             AnyReader([args.predictions], default_typestore=store) as preds, \
-            Writer(args.out, version=9, storage_plugin=StoragePlugin.MCAP) as out:
-        topics = {c.topic: c.msgtype for c in frames.connections if c.topic != args.labels_topic}
-        conns = {t: out.add_connection(t, m, typestore=store) for t, m in topics.items()}
-        labels = out.add_connection(args.labels_topic, "vision_msgs/msg/Detection2DArray",
-                                    typestore=store)
+            BagWriter(args.out, store=store) as out:
         for c, stamp, raw in frames.messages():
-            if c.topic in conns:
-                out.write(conns[c.topic], stamp, raw)
+            if c.topic != args.labels_topic:
+                out.write_raw(c.topic, c.msgtype, raw, stamp)
         n = 0
         for c, stamp, raw in preds.messages():
             if c.topic == "/detections":
-                out.write(labels, stamp, raw)
+                out.write_raw(args.labels_topic, DETECTION2D_ARRAY, raw, stamp)
                 n += 1
     if (args.bag / "classes.txt").exists():
         shutil.copy(args.bag / "classes.txt", args.out / "classes.txt")

@@ -119,13 +119,17 @@ class BagWriter:
 
     def write(self, topic: str, msgtype: str, msg, stamp_ns: int) -> None:
         """Serialise and write one message (receive time `stamp_ns`)."""
+        self.write_raw(topic, msgtype, self.store.serialize_cdr(msg, msgtype), stamp_ns)
+
+    def write_raw(self, topic: str, msgtype: str, data: bytes, stamp_ns: int) -> None:
+        """Write one message already serialised as CDR (e.g. copied from another bag)."""
         conn = self._connections.get(topic)
         if conn is None:
             conn = self._writer.add_connection(topic, msgtype, typestore=self.store)
             self._connections[topic] = conn
         elif conn.msgtype != msgtype:
             raise ValueError(f"topic {topic} has type {conn.msgtype}, not {msgtype}")
-        self._writer.write(conn, int(stamp_ns), self.store.serialize_cdr(msg, msgtype))
+        self._writer.write(conn, int(stamp_ns), data)
 
     def write_image(self, topic: str, stamp_ns: int, frame_id: str, rgb: np.ndarray,
                     compressed: bool = False, fmt: str = "jpeg", quality: int = 90) -> None:

@@ -112,16 +112,12 @@ class DetectionDistillLoss(nn.Module):
         return losses
 
     def set_losses(self, outputs: dict, targets: list[dict],
-                   indices: list[tuple[Tensor, Tensor]] | None = None) -> dict[str, Tensor]:
-        """The four terms of one ``[B, N, ...]`` prediction set (``indices``: its matching,
-        when the caller matched all sets at once)."""
-        logits, boxes = outputs["pred_logits"].float(), outputs["pred_boxes"].float()
+                   indices: list[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+        """The four terms of one float ``[B, N, ...]`` prediction set and its matching
+        (``forward`` matches every set at once)."""
+        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
         b, n = logits.shape[:2]
         dev = logits.device
-        if indices is None:
-            indices = self.matcher({"pred_logits": logits, "pred_boxes": boxes},
-                                   [{"labels": t["labels"], "boxes": t["boxes"]}
-                                    for t in targets])
         batch_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)]
                               ).to(dev)
         src_idx = torch.cat([src for src, _ in indices]).to(dev)
