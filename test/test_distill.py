@@ -187,14 +187,16 @@ def _trainer(cfg, teacher, bags, run_dir, **kwargs):
 
 def test_cached_teacher_targets_equal_the_live_ones(bags, teacher, tmp_path):
     """Without augmentation, the detections cached once per frame give the targets (and the
-    unsure boxes of ``teacher_ignore_threshold``) and the KD losses the teacher's pass on the
-    batch gives (to float rounding)."""
+    unsure boxes of ``teacher_ignore_threshold``, both without the duplicates
+    ``teacher_nms_iou`` drops) and the KD losses the teacher's pass on the batch gives (to
+    float rounding)."""
     from vit_perception.training.distill import cached_targets
     from vit_perception.training.distill_losses import teacher_targets
     from vit_perception.training.translator import map_boxes
 
     def trainer(cache: bool, name: str):
-        cfg = _student(teacher_cache=cache, teacher_threshold=0.4, teacher_ignore_threshold=0.2)
+        cfg = _student(teacher_cache=cache, teacher_threshold=0.4, teacher_ignore_threshold=0.2,
+                       teacher_nms_iou=0.7)
         cfg["train"]["augment"] = NO_AUGMENT
         return _trainer(cfg, teacher, bags, tmp_path / name, unlabelled_bags=[bags["unlabelled"]])
 
@@ -206,8 +208,8 @@ def test_cached_teacher_targets_equal_the_live_ones(bags, teacher, tmp_path):
     torch.testing.assert_close(torch.stack(x), torch.stack(xc))
     out = live.teacher(torch.stack([t["teacher_image"] for t in targets]))
     want = teacher_targets(out["pred_logits"], map_boxes(
-        out["pred_boxes"], torch.stack([t["input_map"] for t in targets])), 0.4, 0.2)
-    got = cached_targets(list(cached_t), torch.device("cpu"), 0.4, 0.2)
+        out["pred_boxes"], torch.stack([t["input_map"] for t in targets])), 0.4, 0.2, 0.7)
+    got = cached_targets(list(cached_t), torch.device("cpu"), 0.4, 0.2, 0.7)
     assert sum(len(w["labels"]) for w in want) > 0
     assert sum(len(w["ignore_boxes"]) for w in want) > 0
     for w, g, t in zip(want, got, cached_t):

@@ -116,6 +116,45 @@ def test_unsure_teacher_boxes_keep_overlapping_queries_out_of_no_object():
     assert b["loss_kd_noobj"].item() != pytest.approx(a["loss_kd_noobj"].item())
 
 
+def test_teacher_nms_drops_same_class_duplicates_from_targets_and_unsure_boxes():
+    """``nms_iou``: a teacher prediction overlapping a higher-scoring one of the same class by
+    more than the IoU is no target and no unsure box; another class on the same spot, a box
+    elsewhere and everything at a higher IoU setting stay."""
+    a = [0.50, 0.50, 0.20, 0.20]
+    near = [0.51, 0.50, 0.20, 0.21]  # IoU 0.86 with a
+    shifted = [0.52, 0.50, 0.20, 0.20]  # IoU 0.82 with a, 0.86 with near
+    far = [0.15, 0.20, 0.10, 0.10]
+    #         class, score, box
+    preds = [(0, 0.9, a), (0, 0.7, near), (1, 0.8, near), (0, 0.3, shifted), (0, 0.6, far)]
+    probs = torch.full((1, len(preds), 4), 0.0)
+    for q, (c, p, _) in enumerate(preds):
+        probs[0, q] = (1 - p) / 3
+        probs[0, q, c] = p
+    logits, boxes = probs.log(), torch.tensor([[b for _, _, b in preds]])
+    plain = teacher_targets(logits, boxes, 0.5, 0.2)[0]
+    assert plain["labels"].tolist() == [0, 0, 1, 0] and len(plain["ignore_boxes"]) == 1
+    got = teacher_targets(logits, boxes, 0.5, 0.2, nms_iou=0.5)[0]
+    assert got["labels"].tolist() == [0, 1, 0]
+    torch.testing.assert_close(got["boxes"], boxes[0, [0, 2, 4]])
+    torch.testing.assert_close(got["scores"], torch.tensor([0.9, 0.8, 0.6]))
+    assert len(got["ignore_boxes"]) == 0  # the unsure one repeats the 0.9 box
+    loose = teacher_targets(logits, boxes, 0.5, 0.2, nms_iou=0.95)[0]
+    assert loose["labels"].tolist() == plain["labels"].tolist()
+    assert len(loose["ignore_boxes"]) == 1
+
+
+def test_nms_iou_setting_reads_off_and_rejects_non_ious():
+    from vit_perception.errors import UsageError
+    from vit_perception.training.distill import nms_iou
+
+    assert nms_iou({"teacher_nms_iou": 0.5}) == 0.5
+    for off in (None, False):
+        assert nms_iou({"teacher_nms_iou": off}) is None
+    for bad in (0, 1.5, "high", True):
+        with pytest.raises(UsageError, match=f"teacher_nms_iou: {bad!r} is not an IoU"):
+            nms_iou({"teacher_nms_iou": bad})
+
+
 def test_temperature_scales_kl_by_t_squared_and_softens_the_targets():
     g = torch.Generator().manual_seed(0)
     s, t = torch.randn(5, 4, generator=g) * 4, torch.randn(5, 4, generator=g) * 4

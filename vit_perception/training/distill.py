@@ -63,7 +63,8 @@ def select_batch(outputs: dict, index: Tensor) -> dict:
 
 
 def cached_targets(targets: list[dict], device: torch.device, threshold: float,
-                   ignore_threshold: float | None = None) -> list[dict]:
+                   ignore_threshold: float | None = None,
+                   nms_iou: float | None = None) -> list[dict]:
     """``teacher_targets``' per-image dicts from the batch's cached, augmented teacher
     detections (``teacher_logits``, ``teacher_boxes``: in the student's normalised cxcywh, all
     scoring at least the lower of the two thresholds)."""
@@ -71,7 +72,7 @@ def cached_targets(targets: list[dict], device: torch.device, threshold: float,
 
     return [teacher_targets(t["teacher_logits"].to(device)[None],
                             t["teacher_boxes"].to(device)[None], threshold,
-                            ignore_threshold)[0] for t in targets]
+                            ignore_threshold, nms_iou)[0] for t in targets]
 
 
 def ignore_threshold(opts: dict) -> float | None:
@@ -86,6 +87,18 @@ def ignore_threshold(opts: dict) -> float | None:
         raise UsageError(f"distill.teacher_ignore_threshold: {value!r} is not a score in [0, 1) "
                          "or null")
     return float(value) if value < float(opts["teacher_threshold"]) else None
+
+
+def nms_iou(opts: dict) -> float | None:
+    """``distill.teacher_nms_iou`` as a float in (0, 1], or None when off (null or false)."""
+    from vit_perception.errors import UsageError
+
+    value = opts.get("teacher_nms_iou")
+    if value is None or value is False:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise UsageError(f"distill.teacher_nms_iou: {value!r} is not an IoU in (0, 1] or null")
+    return float(value)
 
 
 def _tensors(outputs: dict) -> list[Tensor]:
@@ -137,6 +150,7 @@ class DistillTrainer(DetectionTrainer):
         self.teacher_cache = bool(opts["teacher_cache"])
         self.threshold = float(opts["teacher_threshold"])
         self.ignore_threshold = ignore_threshold(opts)
+        self.nms_iou = nms_iou(opts)
         self.by_frames = bool(opts["weight_by_frames"])
         self.pseudo_labels = bool(opts["pseudo_labels"])
         self.feature_kd = float(opts["loss_feat_cos"]) > 0 or float(opts["loss_feat_l1"]) > 0
@@ -266,7 +280,7 @@ class DistillTrainer(DetectionTrainer):
             maps = torch.stack([t["input_map"] for t in targets]).to(self.device)
         if self.teacher_cache:
             kd_targets = cached_targets(targets, self.device, self.threshold,
-                                        self.ignore_threshold)
+                                        self.ignore_threshold, self.nms_iou)
             if self.feature_kd:
                 t_feat = torch.stack([t["teacher_features"] for t in targets]).to(
                     self.device).float()
@@ -274,7 +288,7 @@ class DistillTrainer(DetectionTrainer):
             teacher = self.teacher(torch.stack([t["teacher_image"] for t in targets]))
             kd_targets = teacher_targets(teacher["pred_logits"],
                                          map_boxes(teacher["pred_boxes"], maps),
-                                         self.threshold, self.ignore_threshold)
+                                         self.threshold, self.ignore_threshold, self.nms_iou)
             t_feat = teacher["features"]
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
             outputs = self.net(images)

@@ -16,8 +16,10 @@ over the number of teacher targets. With ``teacher_targets(..., ignore_threshold
 uncertain predictions (best class probability in ``[ignore_threshold, threshold)``) come along
 as ``ignore_boxes``: an unmatched student query whose box overlaps one of them (IoU >= 0.5) is
 left out of ``loss_kd_noobj`` (and its count), so a student is not taught that an object the
-teacher half-saw is background. ``feature_losses`` gives ``loss_feat_cos`` and
-``loss_feat_l1`` between translated student and teacher features on the frame's cells.
+teacher half-saw is background; with ``nms_iou`` the teacher's duplicates (a same-class
+prediction overlapping a higher-scoring one) are dropped from both. ``feature_losses`` gives
+``loss_feat_cos`` and ``loss_feat_l1`` between translated student and teacher features on the
+frame's cells.
 """
 
 from __future__ import annotations
@@ -50,24 +52,49 @@ def softened_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: flo
 
 
 def teacher_targets(logits: Tensor, boxes: Tensor, threshold: float,
-                    ignore_threshold: float | None = None) -> list[dict]:
+                    ignore_threshold: float | None = None,
+                    nms_iou: float | None = None) -> list[dict]:
     """Teacher ``pred_logits [B, N, K+1]`` and ``pred_boxes [B, N, 4]`` (already in the student's
     normalised cxcywh) -> per image ``logits [m, K+1]``, ``labels [m]``, ``boxes [m, 4]``,
     ``scores [m]`` of the predictions whose best class probability is ``>= threshold`` (boxes
     with no width or height, e.g. wholly in letterbox padding, are left out), and
     ``ignore_boxes [u, 4]``: those scoring in ``[ignore_threshold, threshold)`` (none when
-    ``ignore_threshold`` is None)."""
+    ``ignore_threshold`` is None). With ``nms_iou``, a prediction overlapping a higher-scoring
+    one of the same class by more than that IoU is a duplicate and left out of both (an
+    under-trained DETR repeats its objects; a student taught the repeats learns to repeat)."""
     prob = logits.float().softmax(-1)[..., :-1]
     scores, labels = prob.max(-1)
     sized = (boxes[..., 2] > 1e-3) & (boxes[..., 3] > 1e-3)
     low = float("inf") if ignore_threshold is None else float(ignore_threshold)
     out = []
     for i in range(logits.shape[0]):
-        keep = (scores[i] >= threshold) & sized[i]
-        unsure = (scores[i] >= low) & (scores[i] < threshold) & sized[i]
+        valid = sized[i]
+        if nms_iou is not None:
+            valid = valid & ~duplicates(boxes[i], scores[i], labels[i], min(threshold, low),
+                                        nms_iou)
+        keep = (scores[i] >= threshold) & valid
+        unsure = (scores[i] >= low) & (scores[i] < threshold) & valid
         out.append({"logits": logits[i][keep].float(), "labels": labels[i][keep],
                     "boxes": boxes[i][keep].float(), "scores": scores[i][keep],
                     "ignore_boxes": boxes[i][unsure].float()})
+    return out
+
+
+def duplicates(boxes: Tensor, scores: Tensor, labels: Tensor, threshold: float,
+               iou: float) -> Tensor:
+    """``[N]`` bool: the predictions (cxcywh ``boxes``) scoring ``>= threshold`` that class-wise
+    non-maximum suppression at ``iou`` removes (a higher-scoring prediction of the same class
+    overlaps them by more than ``iou``)."""
+    from torchvision.ops import batched_nms
+
+    candidates = (scores >= threshold).nonzero()[:, 0]
+    out = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
+    if len(candidates) < 2:
+        return out
+    kept = batched_nms(box_cxcywh_to_xyxy(boxes[candidates].float()),
+                       scores[candidates].float(), labels[candidates], float(iou))
+    out[candidates] = True
+    out[candidates[kept]] = False
     return out
 
 

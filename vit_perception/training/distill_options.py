@@ -17,6 +17,10 @@ DISTILL_DEFAULTS: dict = {
     # teacher predictions scoring in [this, teacher_threshold) are "unsure": an unmatched student
     # query overlapping one (IoU >= 0.5) is not taught "no object" (null: off)
     "teacher_ignore_threshold": None,
+    # a teacher prediction overlapping a higher-scoring one of the same class by more than this
+    # IoU is a duplicate and no target (class-wise NMS; an under-trained DETR repeats objects,
+    # and a student taught the repeats repeats them too); null: off
+    "teacher_nms_iou": None,
     # loss weights (each term is logged separately under its own name)
     "loss_gt": 1.0,  # the ordinary set loss (model config's loss: section) on labelled frames
     "loss_kd_ce": 1.0,  # T^2 * KL(teacher || student) on queries matched to teacher targets
