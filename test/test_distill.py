@@ -177,6 +177,35 @@ def test_pseudo_labels_train_unlabelled_frames_on_the_teachers_detections(bags, 
                                                "loss_kd_giou"))
 
 
+def test_pseudo_labels_leave_unsure_teacher_boxes_out_of_no_object(bags, teacher, tmp_path):
+    """``pseudo_labels`` with ``teacher_ignore_threshold``: the teacher's predictions scoring
+    between it and ``teacher_threshold`` reach the set criterion as the frame's
+    ``ignore_boxes`` (an object the teacher half-saw is not taught as background)."""
+    from vit_perception.training.distill_losses import teacher_targets
+    from vit_perception.training.translator import map_boxes
+
+    cfg = _student(kd_labelled=False, pseudo_labels=True, loss_feat_cos=0, loss_feat_l1=0)
+    cfg["train"]["augment"] = NO_AUGMENT
+    trainer = _trainer(cfg, teacher, bags, tmp_path / "run", unlabelled_bags=[bags["unlabelled"]])
+    x_u, t_u = trainer.loader.dataset[4]
+    out = trainer.teacher(t_u["teacher_image"][None])
+    scores = out["pred_logits"].softmax(-1)[0, :, :-1].max(-1).values
+    trainer.threshold, trainer.ignore_threshold = float(scores.median()), 0.0
+    seen: list = []
+    criterion = trainer.criterion
+    trainer.criterion = lambda outputs, targets: seen.append(targets) or criterion(outputs,
+                                                                                   targets)
+    with torch.no_grad():
+        trainer.compute_losses(x_u[None], [t_u])
+    want = teacher_targets(out["pred_logits"], map_boxes(out["pred_boxes"],
+                                                         t_u["input_map"][None]),
+                           trainer.threshold, 0.0)[0]
+    assert len(want["labels"]) > 0 and len(want["ignore_boxes"]) > 0
+    got, = seen[0]
+    torch.testing.assert_close(got["boxes"], want["boxes"])
+    torch.testing.assert_close(got["ignore_boxes"], want["ignore_boxes"])
+
+
 def _trainer(cfg, teacher, bags, run_dir, **kwargs):
     from vit_perception.training.distill import DistillTrainer
     from vit_perception.training.distributed import Dist

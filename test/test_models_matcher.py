@@ -100,6 +100,31 @@ def test_wrong_prediction_is_not_near_zero():
     assert losses["loss_bbox"].item() > 0.1 and losses["loss_giou"].item() > 0.1
 
 
+def test_unmatched_queries_on_ignore_boxes_leave_the_class_loss():
+    """A target's ``ignore_boxes``: an unmatched query overlapping one (IoU >= 0.5) is not taught
+    "no object" (its weight in the weighted-mean cross-entropy is 0); a matched query on one
+    still learns its class, queries elsewhere still learn "no object", and without ignore boxes
+    the loss is the plain one."""
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(9)
+    boxes = _random_boxes(4, gen)
+    boxes[2] = torch.tensor([0.3, 0.3, 0.2, 0.2])
+    logits = torch.randn(1, 4, 3, generator=gen)
+    outputs = {"pred_logits": logits, "pred_boxes": boxes[None]}
+    target = {"labels": torch.tensor([1]), "boxes": boxes[0:1].clone()}  # query 0 matches
+    unsure = torch.stack([boxes[2] + torch.tensor([0.01, 0.0, 0.0, 0.0]), boxes[0]])
+    criterion = SetCriterion(2, HungarianMatcher())
+    plain = criterion(outputs, [target])["loss_ce"]
+    assert criterion(outputs, [{**target, "ignore_boxes": unsure[:0]}])["loss_ce"] == plain
+    got = criterion(outputs, [{**target, "ignore_boxes": unsure}])["loss_ce"]
+    ce = F.cross_entropy(logits[0], torch.tensor([1, 2, 2, 2]), reduction="none")
+    weight = torch.tensor([1.0, 0.1, 0.0, 0.1])  # query 2 sits on the unsure box
+    assert got.item() == pytest.approx(((weight * ce).sum() / weight.sum()).item(), rel=1e-5)
+    assert plain.item() == pytest.approx(
+        ((torch.tensor([1.0, 0.1, 0.1, 0.1]) * ce).sum() / 1.3).item(), rel=1e-5)
+
+
 def test_aux_losses_and_weighted_total():
     outputs, targets = _random_case(2, 5, 3, [2, 1], seed=8)
     outputs["aux_outputs"] = [dict(outputs), dict(outputs)]

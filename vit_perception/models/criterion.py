@@ -1,4 +1,9 @@
-"""DETR set criterion: Hungarian matching, then cross-entropy (no-object weighted), L1 and GIoU."""
+"""DETR set criterion: Hungarian matching, then cross-entropy (no-object weighted), L1 and GIoU.
+
+A target may carry ``ignore_boxes [u, 4]`` (cxcywh): regions where an object may be that no box
+labels, such as a teacher's uncertain detections when its confident ones are the labels. An
+unmatched query whose box overlaps one of them (IoU >= 0.5) is left out of the class loss
+instead of being taught "no object" (``on_unsure_boxes``)."""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vit_perception.models.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
+from vit_perception.models.box_ops import box_cxcywh_to_xyxy, box_iou, generalized_box_iou
 from vit_perception.models.matcher import HungarianMatcher
 
 
@@ -34,8 +39,9 @@ class SetCriterion(nn.Module):
         """``outputs`` from the model; ``targets`` per image ``labels [n]``, ``boxes [n, 4]``
         normalised cxcywh. Returns a dict of scalar losses, the weighted total under ``loss``."""
         device = outputs["pred_logits"].device
-        targets = [{"labels": t["labels"].to(device), "boxes": t["boxes"].to(device).float()}
-                   for t in targets]
+        targets = [{"labels": t["labels"].to(device), "boxes": t["boxes"].to(device).float(),
+                    **({"ignore_boxes": t["ignore_boxes"].to(device).float()}
+                       if t.get("ignore_boxes") is not None else {})} for t in targets]
         num_boxes = max(sum(len(t["labels"]) for t in targets), 1)
         sets = [("", outputs)]
         if self.aux_loss:
@@ -67,8 +73,17 @@ class SetCriterion(nn.Module):
         matched_labels = torch.cat([t["labels"][j.to(logits.device)]
                                     for t, (_, j) in zip(targets, indices)])
         target_classes[batch_idx, src_idx] = matched_labels
-        loss_ce = F.cross_entropy(logits.float().transpose(1, 2), target_classes,
-                                  self.empty_weight)
+        if any(len(t.get("ignore_boxes", ())) for t in targets):
+            weight = self.empty_weight[target_classes]  # F.cross_entropy's weighted mean ...
+            unsure = on_unsure_boxes(boxes.detach(), targets)
+            unsure[batch_idx, src_idx] = False
+            weight = weight * ~unsure  # ... less the unmatched queries on unsure regions
+            ce = F.cross_entropy(logits.float().transpose(1, 2), target_classes,
+                                 reduction="none")
+            loss_ce = (weight * ce).sum() / weight.sum().clamp(min=1e-6)
+        else:
+            loss_ce = F.cross_entropy(logits.float().transpose(1, 2), target_classes,
+                                      self.empty_weight)
         src_boxes = boxes[batch_idx, src_idx].float()
         tgt_boxes = torch.cat([t["boxes"][j.to(logits.device)]
                                for t, (_, j) in zip(targets, indices)]).reshape(-1, 4)
@@ -77,3 +92,17 @@ class SetCriterion(nn.Module):
                                               box_cxcywh_to_xyxy(tgt_boxes)))
         loss_giou = (1 - giou).sum() / num_boxes
         return {"loss_ce": loss_ce, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
+
+
+def on_unsure_boxes(boxes: Tensor, targets: list[dict], iou: float = 0.5) -> Tensor:
+    """``[B, N]`` bool: the queries whose box (cxcywh) overlaps one of the image's
+    ``ignore_boxes`` by at least ``iou``."""
+    out = torch.zeros(boxes.shape[:2], dtype=torch.bool, device=boxes.device)
+    for i, t in enumerate(targets):
+        unsure = t.get("ignore_boxes")
+        if unsure is None or len(unsure) == 0:
+            continue
+        overlap = box_iou(box_cxcywh_to_xyxy(boxes[i].float()),
+                          box_cxcywh_to_xyxy(unsure.to(boxes.device).float()))[0]
+        out[i] = overlap.max(-1).values >= iou
+    return out

@@ -296,7 +296,8 @@ class DistillTrainer(DetectionTrainer):
         total = images.new_zeros(())
         known = [bool(t["has_labels"]) for t in targets]
         if self.pseudo_labels:  # unlabelled frames: the teacher's detections as ground truth
-            targets = [t if k else {**t, "labels": p["labels"], "boxes": p["boxes"]}
+            targets = [t if k else {**t, "labels": p["labels"], "boxes": p["boxes"],
+                                    "ignore_boxes": p["ignore_boxes"]}
                        for t, k, p in zip(targets, known, kd_targets)]
         labelled = torch.tensor([k or self.pseudo_labels for k in known]).nonzero()[:, 0]
         if len(labelled):

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vit_perception.models.box_ops import box_cxcywh_to_xyxy, box_iou, generalized_box_iou
+from vit_perception.models.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
+from vit_perception.models.criterion import on_unsure_boxes
 from vit_perception.models.matcher import HungarianMatcher
 
 KD_TERMS = ("loss_kd_ce", "loss_kd_noobj", "loss_kd_bbox", "loss_kd_giou")
@@ -95,20 +96,6 @@ def duplicates(boxes: Tensor, scores: Tensor, labels: Tensor, threshold: float,
                        scores[candidates].float(), labels[candidates], float(iou))
     out[candidates] = True
     out[candidates[kept]] = False
-    return out
-
-
-def on_unsure_boxes(boxes: Tensor, targets: list[dict], iou: float = 0.5) -> Tensor:
-    """``[B, N]`` bool: the queries whose box (cxcywh) overlaps one of the image's
-    ``ignore_boxes`` by at least ``iou``."""
-    out = torch.zeros(boxes.shape[:2], dtype=torch.bool, device=boxes.device)
-    for i, t in enumerate(targets):
-        unsure = t.get("ignore_boxes")
-        if unsure is None or len(unsure) == 0:
-            continue
-        overlap = box_iou(box_cxcywh_to_xyxy(boxes[i]),
-                          box_cxcywh_to_xyxy(unsure.to(boxes.device)))[0]
-        out[i] = overlap.max(-1).values >= iou
     return out
 
 

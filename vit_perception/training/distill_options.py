@@ -15,7 +15,8 @@ DISTILL_DEFAULTS: dict = {
     "temperature": 2.0,  # T: softmax(logits / T) for teacher and student; KL scaled by T^2
     "teacher_threshold": 0.5,  # teacher predictions with max class prob >= this become targets
     # teacher predictions scoring in [this, teacher_threshold) are "unsure": an unmatched student
-    # query overlapping one (IoU >= 0.5) is not taught "no object" (null: off)
+    # query overlapping one (IoU >= 0.5) is not taught "no object" (null: off), on the
+    # distillation terms' frames and, with pseudo_labels, in the set loss of unlabelled frames
     "teacher_ignore_threshold": None,
     # a teacher prediction overlapping a higher-scoring one of the same class by more than this
     # IoU is a duplicate and no target (class-wise NMS; an under-trained DETR repeats objects,
