@@ -215,13 +215,14 @@ def test_feature_cells_sample_the_student_map_and_mask_the_padding():
 
 def test_ignore_threshold_setting_reads_off_and_rejects_non_scores():
     """``distill.teacher_ignore_threshold`` as ``--set`` parses it (YAML): null and ``off``
-    (False) turn it off, a score not below ``teacher_threshold`` does too, a string is a clear
-    error naming the key."""
+    (False) turn it off, a score not below ``teacher_threshold`` does too, a string or a number
+    outside [0, 1) is a clear error naming the key."""
     from vit_perception.errors import UsageError
     from vit_perception.training.distill import ignore_threshold
 
     assert ignore_threshold({"teacher_threshold": 0.5, "teacher_ignore_threshold": 0.2}) == 0.2
     for off in (None, False, 0.5, 0.7):
         assert ignore_threshold({"teacher_threshold": 0.5, "teacher_ignore_threshold": off}) is None
-    with pytest.raises(UsageError, match="teacher_ignore_threshold: 'low'"):
-        ignore_threshold({"teacher_threshold": 0.5, "teacher_ignore_threshold": "low"})
+    for bad in ("low", 1.5, -0.1):
+        with pytest.raises(UsageError, match=f"teacher_ignore_threshold: {bad!r} is not a score"):
+            ignore_threshold({"teacher_threshold": 0.5, "teacher_ignore_threshold": bad})

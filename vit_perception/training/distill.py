@@ -75,30 +75,32 @@ def cached_targets(targets: list[dict], device: torch.device, threshold: float,
                             ignore_threshold, nms_iou)[0] for t in targets]
 
 
-def ignore_threshold(opts: dict) -> float | None:
-    """``distill.teacher_ignore_threshold`` as a float, or None when off (null, false -- YAML's
-    ``off`` -- or not below ``teacher_threshold``)."""
+def optional_number(opts: dict, key: str, what: str, valid: Callable[[float], bool]
+                    ) -> float | None:
+    """``distill.KEY`` as a float, or None when off (null, or false -- YAML's ``off``); a value
+    that is no number or fails ``valid`` is a ``UsageError`` naming the key, the value and
+    ``what`` it should be."""
     from vit_perception.errors import UsageError
 
-    value = opts.get("teacher_ignore_threshold")
+    value = opts.get(key)
     if value is None or value is False:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UsageError(f"distill.teacher_ignore_threshold: {value!r} is not a score in [0, 1) "
-                         "or null")
-    return float(value) if value < float(opts["teacher_threshold"]) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not valid(value):
+        raise UsageError(f"distill.{key}: {value!r} is not {what} or null")
+    return float(value)
+
+
+def ignore_threshold(opts: dict) -> float | None:
+    """``distill.teacher_ignore_threshold`` as a float, or None when off (null, false, or not
+    below ``teacher_threshold``)."""
+    value = optional_number(opts, "teacher_ignore_threshold", "a score in [0, 1)",
+                            lambda v: 0 <= v < 1)
+    return value if value is not None and value < float(opts["teacher_threshold"]) else None
 
 
 def nms_iou(opts: dict) -> float | None:
     """``distill.teacher_nms_iou`` as a float in (0, 1], or None when off (null or false)."""
-    from vit_perception.errors import UsageError
-
-    value = opts.get("teacher_nms_iou")
-    if value is None or value is False:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise UsageError(f"distill.teacher_nms_iou: {value!r} is not an IoU in (0, 1] or null")
-    return float(value)
+    return optional_number(opts, "teacher_nms_iou", "an IoU in (0, 1]", lambda v: 0 < v <= 1)
 
 
 def _tensors(outputs: dict) -> list[Tensor]:
@@ -237,8 +239,8 @@ class DistillTrainer(DetectionTrainer):
             from vit_perception.training.teacher_cache import predict_frames
 
             low = self.threshold if self.ignore_threshold is None else self.ignore_threshold
-            preds = predict_frames(t, samples, low,
-                                   int(self.opts["batch_size"]), features=self.feature_kd)
+            preds = predict_frames(t, samples, low, int(self.opts["batch_size"]),
+                                   features=self.feature_kd, nms_iou=self.nms_iou)
         return DistillDataset(samples, self.has_labels, (self.size, self.mean, self.std),
                               (t.size, t.mean, t.std), augment, preds)
 

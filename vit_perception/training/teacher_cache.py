@@ -26,15 +26,17 @@ log = logging.getLogger(__name__)
 
 
 def predict_frames(teacher, samples: Sequence, threshold: float, batch_size: int = 16,
-                   features: bool = False) -> list[tuple]:
+                   features: bool = False, nms_iou: float | None = None) -> list[tuple]:
     """The teacher's predictions whose best class probability is ``>= threshold`` on each
     sample's frame (``dataset.Sample``; selected by ``distill_losses.teacher_targets``, as on the
     live path), as frame-pixel xyxy boxes (clipped to the frame; boxes under a pixel wide or high
     left out) and the raw logits of the same queries; with ``features``, also the teacher's
-    feature map of the letterboxed frame (float16)."""
+    feature map of the letterboxed frame (float16). ``nms_iou`` changes only the log: how
+    many predictions a frame are left once class-wise NMS drops the duplicates (the training
+    step drops them from each augmented frame, ``distill.cached_targets``)."""
     from vit_perception.models.box_ops import box_cxcywh_to_xyxy
     from vit_perception.models.preprocess import preprocess
-    from vit_perception.training.distill_losses import teacher_targets
+    from vit_perception.training.distill_losses import duplicates, teacher_targets
 
     unique: dict[int, int] = {}  # id(sample) -> its row in order
     order: list = []
@@ -44,6 +46,7 @@ def predict_frames(teacher, samples: Sequence, threshold: float, batch_size: int
             order.append(s)
     results: list[tuple] = []
     t0, w, h = time.perf_counter(), *teacher.size
+    repeats = 0
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
         x, boxes = preprocess([np.asarray(s.image) for s in chunk], teacher.size, teacher.mean,
@@ -56,6 +59,9 @@ def predict_frames(teacher, samples: Sequence, threshold: float, batch_size: int
             frame_boxes = lb.to_source(xyxy.double()).float()
             sized = ((frame_boxes[:, 2] - frame_boxes[:, 0]) >= 1) & \
                 ((frame_boxes[:, 3] - frame_boxes[:, 1]) >= 1)
+            if nms_iou is not None:
+                repeats += int(duplicates(t["boxes"][sized], t["scores"][sized],
+                                          t["labels"][sized], threshold, nms_iou).sum())
             results.append((frame_boxes[sized].numpy(), t["logits"].cpu()[sized].numpy(),
                             None if fmap is None else fmap.cpu().clone()))
         done = start + len(chunk)
@@ -64,7 +70,10 @@ def predict_frames(teacher, samples: Sequence, threshold: float, batch_size: int
                      time.perf_counter() - t0)
     n = sum(len(r[0]) for r in results)
     mb = sum(r[2].numel() * 2 for r in results if r[2] is not None) / 2**20
-    log.info("teacher cache: %d frames, %.1f predictions a frame scoring >= %.2f%s, %.1f s",
+    log.info("teacher cache: %d frames, %.1f predictions a frame scoring >= %.2f%s%s, %.1f s",
              len(order), n / max(1, len(order)), threshold,
+             "" if nms_iou is None else
+             f" ({(n - repeats) / max(1, len(order)):.1f} once NMS at IoU {nms_iou:g} drops "
+             "the duplicates)",
              f", feature maps {mb:.0f} MB" if features else "", time.perf_counter() - t0)
     return [results[unique[id(s)]] for s in samples]
