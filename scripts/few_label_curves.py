@@ -3,6 +3,10 @@
 (issue 12's few-label figure). Reads each RUN_DIR/metrics.jsonl (train's epoch rows).
 
 Usage: scripts/few_label_curves.py OUT.png LABEL=RUN_DIR [LABEL=RUN_DIR ...] [--title TEXT]
+       [--x minutes|step]
+
+``--x step`` puts training steps on the x axis: runs of the same time budget on a shared machine
+make different numbers of steps, and the step axis compares them at equal work.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR")
     parser.add_argument("--title", default="few labels: validation AP50 while training")
+    parser.add_argument("--x", choices=("minutes", "step"), default="minutes")
     args = parser.parse_args(argv)
     import matplotlib
 
@@ -38,12 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         if not sep:
             raise SystemExit(f"few_label_curves: {spec!r}: expected LABEL=RUN_DIR")
         rows = read_rows(Path(run))
-        minutes = [r["minutes"] for r in rows]
-        ax.plot(minutes, [r["AP50"] for r in rows], marker=".", label=label)
-        ax_loss.plot(minutes, [r.get("loss", float("nan")) for r in rows], marker=".",
-                     label=label)
+        xs = [r[args.x] for r in rows]
+        ax.plot(xs, [r["AP50"] for r in rows], marker=".", label=label)
+        ax_loss.plot(xs, [r.get("loss", float("nan")) for r in rows], marker=".", label=label)
     for a, name in ((ax, "validation AP50"), (ax_loss, "training loss (epoch mean)")):
-        a.set_xlabel("training minutes (one core)")
+        a.set_xlabel("training minutes (one core)" if args.x == "minutes" else "training steps")
         a.set_ylabel(name)
         a.grid(alpha=0.3)
     ax.set_title(args.title, fontsize=10)
