@@ -147,11 +147,59 @@ def test_probe_command_json_and_png(photo_bag, tmp_path, capsys):
                  "--json", str(js), "--input-size", "160x128", "--no-progress",
                  "--figure-frames", "3"]) == 0
     metrics = json.loads(js.read_text())
-    assert sorted(metrics) == ["attention_in_box", "knn_accuracy", "linear_accuracy"]
+    assert sorted(metrics) == ["attention_in_box", "knn_accuracy", "knn_accuracy_crop",
+                               "linear_accuracy", "linear_accuracy_crop"]
     assert all(0.0 <= v <= 1.0 for v in metrics.values())
     img = cv2.imread(str(js.with_suffix(".png")))
     assert img is not None and img.shape[0] > 3 * 128 and img.shape[1] == 3 * 160
-    assert "knn_accuracy" in capsys.readouterr().out
+    assert "knn_accuracy_crop" in capsys.readouterr().out
+    assert main(["probe", "--backbone", "vit_tiny_detr", "--bag", str(photo_bag),
+                 "--json", str(js), "--input-size", "160x128", "--no-progress",
+                 "--crop-size", "0", "--figure-frames", "1"]) == 0
+    assert sorted(json.loads(js.read_text())) == ["attention_in_box", "knn_accuracy",
+                                                  "linear_accuracy"]
+    assert main(["probe", "--backbone", "vit_tiny_detr", "--bag", str(photo_bag),
+                 "--crop-size", "-1", "--no-progress"]) == 2
+    assert "--crop-size -1" in capsys.readouterr().err
+
+
+def test_box_crops_are_centred_squares_with_the_edge_repeated():
+    from vit_perception.evaluation.probe import box_crops
+
+    img = np.zeros((48, 64, 3), np.uint8)
+    img[10:20, 20:30] = 255  # a 10-pixel mark
+    img[0:10, 0:10] = 128  # one in the corner
+    (mid, corner) = box_crops(img, np.array([[20, 10, 30, 20], [0, 0, 10, 10.0]]), 20)
+    assert (mid[5:15, 5:15] == 255).all() and mid.sum() == 100 * 3 * 255  # side 2 x 10
+    assert (corner[5:15, 5:15] == 128).all()
+    assert (corner[:5, 5:15] == 128).all() and (corner[5:15, :5] == 128).all()  # repeated edge
+    assert (corner[15:, 15:] == 0).all()
+    small = box_crops(img, np.array([[20, 10, 30, 20.0]]), 8)[0]  # resized: 20 -> 8 pixels
+    assert small.shape == (8, 8, 3) and small[4, 4, 0] == 255 and small[0, 0, 0] == 0
+
+
+def test_crop_probe_tells_apart_marks_smaller_than_a_patch():
+    """Two classes of 6-pixel marks (red, blue) at random places on noise: box pooling of
+    16-pixel patches mostly sees the noise; each box's own crop shows the mark."""
+    from vit_perception.data.bags import Frame
+    from vit_perception.evaluation.probe import probe_frames
+    from vit_perception.models.vit import ViTBackbone
+
+    torch.manual_seed(0)
+    net = ViTBackbone(input_size=(64, 48), patch_size=16, embed_dim=32, depth=1, num_heads=2)
+    rng = np.random.default_rng(0)
+    frames = []
+    for i in range(24):
+        img = rng.integers(0, 256, (48, 64, 3)).astype(np.uint8)
+        x, y = rng.integers(2, 56), rng.integers(2, 40)
+        img[y:y + 6, x:x + 6] = (255, 0, 0) if i % 2 else (0, 0, 255)
+        frames.append(Frame(i, i, "f", img, np.array([[x, y, x + 6, y + 6.0]]),
+                            ["blue" if i % 2 == 0 else "red"], np.array([i % 2])))
+    result = probe_frames(net, frames, ["blue", "red"], (64, 48), None, None, crop_size=32)
+    assert result.knn_accuracy_crop == 1.0 and result.linear_accuracy_crop == 1.0
+    assert "knn_accuracy_crop" in result.metrics()
+    plain = probe_frames(net, frames, ["blue", "red"], (64, 48), None, None)
+    assert plain.knn_accuracy_crop is None and "knn_accuracy_crop" not in plain.metrics()
 
 
 def test_probe_command_bad_input_is_one_clear_line(photo_bag, tmp_path, capsys):

@@ -6,7 +6,10 @@
 Prints and writes ``knn_accuracy`` (cosine k-NN, k=20, of box-pooled patch features, frames
 split into a train and a test part), ``linear_accuracy`` (logistic regression on the same) and
 ``attention_in_box`` (the share of [CLS] attention inside the ground-truth boxes), and a PNG of
-frames with their attention maps and PCA previews.
+frames with their attention maps and PCA previews. Also ``knn_accuracy_crop`` and
+``linear_accuracy_crop``: the same classifiers on each box's crop (twice its longer side,
+resized to ``--crop-size``) embedded by the backbone alone ([CLS]), as DINO's k-NN embeds whole
+images; ``--crop-size 0`` leaves them out.
 """
 
 from __future__ import annotations
@@ -52,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "read off the file (Swin)")
     parser.add_argument("--input-size", type=_size, metavar="WxH",
                         help="model input size (default: the backbone's config)")
+    parser.add_argument("--crop-size", type=int, default=64, metavar="PIXELS",
+                        help="side of each box's crop for knn_accuracy_crop / "
+                        "linear_accuracy_crop (64; 0: off)")
     parser.add_argument("--test-fraction", type=_fraction, default=0.5,
                         help="last fraction of the frames held out for testing (0.5)")
     parser.add_argument("--max-frames", type=int, default=None, help="probe the first N frames")
@@ -104,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
             from tqdm import tqdm
 
             bar = tqdm(total=total, unit="frame", desc="probe", leave=False)
+        if args.crop_size < 0:
+            raise ValueError(f"--crop-size {args.crop_size}: expected pixels >= 0 (0: off)")
         inp = cfg["input"]
         try:
             result = probe_frames(
@@ -111,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
                 (int(inp["width"]), int(inp["height"])), inp.get("mean"), inp.get("std"),
                 device=args.device, batch_size=args.batch_size,
                 test_fraction=args.test_fraction, keep=keep,
-                progress=bar.update if bar is not None else None)
+                progress=bar.update if bar is not None else None, crop_size=args.crop_size)
         finally:
             if bar is not None:
                 bar.close()
@@ -130,6 +138,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"linear_accuracy {metrics['linear_accuracy']:.3f}  (logistic regression)")
     print(f"attention_in_box {metrics['attention_in_box']:.3f}  (boxes cover "
           f"{result.box_area_fraction:.3f} of the input: evenly spread attention scores that)")
+    if "knn_accuracy_crop" in metrics:
+        print(f"knn_accuracy_crop {metrics['knn_accuracy_crop']:.3f}  linear_accuracy_crop "
+              f"{metrics['linear_accuracy_crop']:.3f}  (each box's {args.crop_size}-pixel crop, "
+              "[CLS] embedding)")
     js, png = _out_paths(args)
     if result.samples:
         title = (f"{Path(args.backbone).name}: knn {metrics['knn_accuracy']:.3f}  linear "

@@ -14,6 +14,14 @@ Three numbers in 0-1 (DINO's evaluations, on the robot's own objects):
   the patches) that falls inside the union of the frame's ground-truth boxes, averaged over the
   frames that have boxes. Attention spread evenly would score the boxes' share of the frame
   (``box_area_fraction``, printed beside it).
+
+Two more, off the issue's list (``crop_size`` > 0): ``knn_accuracy_crop`` and
+``linear_accuracy_crop``, the same classifiers on each box's own image embedding: a square crop
+``CROP_CONTEXT`` times the box's longer side around its centre, resized to ``crop_size`` and
+passed through the backbone alone, its [CLS] token (Swin: mean feature) taken, as DINO's k-NN
+evaluation embeds whole images. Box pooling asks whether the dense patch grid holds the object;
+the crop asks whether the backbone can tell the objects apart at all, wherever its patch grid
+falls. A mark smaller than a patch can fail the first and pass the second.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from torch import Tensor
 KNN_K = 20
 KNN_TEMPERATURE = 0.07
 WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # the linear probe's L2, chosen on train frames
+CROP_CONTEXT = 2.0  # crop side / box's longer side: the object and as much of its surroundings
 
 
 # ---------------------------------------------------------------- geometry
@@ -72,6 +81,26 @@ def pool_box_features(features: Tensor, boxes: np.ndarray, cell: tuple[float, fl
     wt = torch.as_tensor(weights, dtype=features.dtype, device=features.device).flatten(1)
     total = wt.sum(1, keepdim=True)
     return (wt @ features.flatten(1).T) / total.clamp(min=1e-12)
+
+
+def box_crops(image: np.ndarray, boxes: np.ndarray, size: int,
+              context: float = CROP_CONTEXT) -> np.ndarray:
+    """``[n, size, size, C]`` square crops of ``image [H, W, C]``, one per xyxy box (frame
+    pixels): ``context`` times the box's longer side (whole pixels), centred on the box, the
+    frame's edge pixels repeated where the square leaves the frame."""
+    import cv2
+
+    h, w = image.shape[:2]
+    out = np.empty((len(boxes), size, size, image.shape[2]), image.dtype)
+    for i, (x1, y1, x2, y2) in enumerate(np.asarray(boxes, np.float64).reshape(-1, 4)):
+        side = max(2, int(round(context * max(x2 - x1, y2 - y1))))
+        x0, y0 = int(round((x1 + x2 - side) / 2)), int(round((y1 + y2 - side) / 2))
+        pad = max(0, -x0, -y0, x0 + side - w, y0 + side - h)
+        src = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else image
+        cut = src[y0 + pad:y0 + pad + side, x0 + pad:x0 + pad + side]
+        interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+        out[i] = cv2.resize(cut, (size, size), interpolation=interp).reshape(size, size, -1)
+    return out
 
 
 def attention_fraction(attention: Tensor, coverage: np.ndarray) -> float:
@@ -217,11 +246,17 @@ class ProbeResult:
     classes: list[str]
     unseen_test_objects: int = 0  # test objects of a class with no train object
     samples: list[ProbeSample] = field(default_factory=list, repr=False)
+    knn_accuracy_crop: float | None = None  # the same on each box's crop embedding
+    linear_accuracy_crop: float | None = None
 
     def metrics(self) -> dict[str, float]:
         """The JSON the ``probe`` command writes."""
-        return {"knn_accuracy": self.knn_accuracy, "linear_accuracy": self.linear_accuracy,
-                "attention_in_box": self.attention_in_box}
+        out = {"knn_accuracy": self.knn_accuracy, "linear_accuracy": self.linear_accuracy,
+               "attention_in_box": self.attention_in_box}
+        if self.knn_accuracy_crop is not None and self.linear_accuracy_crop is not None:
+            out.update(knn_accuracy_crop=self.knn_accuracy_crop,
+                       linear_accuracy_crop=self.linear_accuracy_crop)
+        return out
 
 
 @dataclass
@@ -235,11 +270,12 @@ class _Batch:
 
 class FeatureCollector:
     """Runs ``backbone`` over labelled frames, keeping one pooled feature per box and the
-    attention share of each frame (``add(frame)`` then ``result()``)."""
+    attention share of each frame (``add(frame)`` then ``result()``); with ``crop_size`` > 0
+    also each box's crop embedding (``box_crops``)."""
 
     def __init__(self, backbone: torch.nn.Module, input_size: tuple[int, int],
                  mean, std, device: str = "cpu", batch_size: int = 8,
-                 keep: Iterable[int] = ()):
+                 keep: Iterable[int] = (), crop_size: int = 0):
         self.backbone = backbone.eval().to(device)
         self.input_size = input_size
         from vit_perception.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
@@ -249,6 +285,8 @@ class FeatureCollector:
         self.device = device
         self.batch_size = max(1, int(batch_size))
         self.keep = set(keep)
+        self.crop_size = int(crop_size)
+        self.crop_feats: list[Tensor] = []
         self.feats: list[Tensor] = []
         self.labels: list[np.ndarray] = []
         self.frame_ids: list[np.ndarray] = []
@@ -297,6 +335,22 @@ class FeatureCollector:
                 img = _denormalise(x[j].cpu(), self.mean, self.std)
                 self.samples.append(ProbeSample(idx, img, boxes, b.names[j],
                                                 feats[j].numpy(), att[j].numpy()))
+        if self.crop_size > 0:
+            crops = [box_crops(img, bx, self.crop_size) for img, bx in zip(b.images, b.boxes)
+                     if len(bx)]
+            if crops:
+                self.crop_feats.append(self._embed(np.concatenate(crops)))
+
+    def _embed(self, crops: np.ndarray) -> Tensor:
+        """``[n, C]`` backbone embeddings ([CLS]) of ``crops [n, s, s, 3]`` uint8 RGB."""
+        m = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
+        s = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
+        out = []
+        for start in range(0, len(crops), 64):
+            x = torch.as_tensor(crops[start:start + 64], device=self.device)
+            x = (x.permute(0, 3, 1, 2).float() / 255 - m) / s
+            out.append(self.backbone(x)["embedding"].float().cpu())
+        return torch.cat(out)
 
     def result(self, classes: list[str], test_fraction: float = 0.5) -> ProbeResult:
         self.flush()
@@ -307,6 +361,11 @@ class FeatureCollector:
         fid = np.concatenate(self.frame_ids)
         train, test = split_by_frame(fid, test_fraction)
         tr, te = torch.as_tensor(train), torch.as_tensor(test)
+        knn_crop = linear_crop = None
+        if self.crop_feats:
+            xc = torch.cat(self.crop_feats)
+            knn_crop = knn_accuracy(xc[tr], y[tr], xc[te], y[te])
+            linear_crop = linear_accuracy(xc[tr], y[tr], xc[te], y[te], train_frames=fid[train])
         return ProbeResult(
             knn_accuracy=knn_accuracy(x[tr], y[tr], x[te], y[te]),
             linear_accuracy=linear_accuracy(x[tr], y[tr], x[te], y[te],
@@ -316,7 +375,8 @@ class FeatureCollector:
             objects=len(x), train_objects=int(train.sum()), test_objects=int(test.sum()),
             frames=self.frames, classes=classes,
             unseen_test_objects=int((~torch.isin(y[te], y[tr])).sum()),
-            samples=sorted(self.samples, key=lambda s: s.index))
+            samples=sorted(self.samples, key=lambda s: s.index),
+            knn_accuracy_crop=knn_crop, linear_accuracy_crop=linear_crop)
 
 
 def _denormalise(x: Tensor, mean, std) -> np.ndarray:
@@ -328,11 +388,14 @@ def _denormalise(x: Tensor, mean, std) -> np.ndarray:
 def probe_frames(backbone: torch.nn.Module, frames: Iterable, classes: list[str],
                  input_size: tuple[int, int], mean, std, *, device: str = "cpu",
                  batch_size: int = 8, test_fraction: float = 0.5, keep: Iterable[int] = (),
-                 progress: Callable[[int], None] | None = None) -> ProbeResult:
+                 progress: Callable[[int], None] | None = None, crop_size: int = 0
+                 ) -> ProbeResult:
     """Probe ``backbone`` (a module returning ``features``/``attention``) on labelled frames
     (``data.bags.Frame`` objects; unlabelled ones are skipped). ``keep``: ordinals of frames
-    to keep as figure samples; ``progress(n)`` is called once per frame."""
-    collector = FeatureCollector(backbone, input_size, mean, std, device, batch_size, keep)
+    to keep as figure samples; ``progress(n)`` is called once per frame; ``crop_size`` > 0
+    adds the crop-embedding probes (``knn_accuracy_crop``, ``linear_accuracy_crop``)."""
+    collector = FeatureCollector(backbone, input_size, mean, std, device, batch_size, keep,
+                                 crop_size)
     for ordinal, frame in enumerate(frames):
         if frame.labelled:
             collector.add(ordinal, frame.image, frame.boxes, frame.labels, frame.class_names)
