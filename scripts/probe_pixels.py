@@ -14,7 +14,11 @@ mean and std as the masked-pixel target of ``pretrain.pixel_weight`` is; ``--raw
 pooled inside each box exactly as ``vit-perception probe`` pools a backbone's patch tokens:
 what a backbone whose patch tokens held their pixels exactly would score.
 
-    python scripts/probe_pixels.py BAG [--size 16]
+With ``--context C`` each box is cut as ``probe``'s crop figures cut it (a square C times the
+box's longer side around its centre, ``evaluation.probe.box_crops``) before it is turned grey,
+resized and normalised: the pixel reference for ``knn_accuracy_crop`` (C = 2, ``--size 64``).
+
+    python scripts/probe_pixels.py BAG [--size 16] [--context 2]
     python scripts/probe_pixels.py BAG --patch 16 [--raw] [--input-size 320x240]
 """
 
@@ -25,14 +29,20 @@ import sys
 from pathlib import Path
 
 
-def box_vector(gray, box, size: int):
+def box_vector(gray, box, size: int, context: float = 0.0):
     import cv2
+    import numpy as np
+
+    from vit_perception.evaluation.probe import box_crops
 
     h, w = gray.shape
-    x1, y1, x2, y2 = (int(round(float(v))) for v in box)
-    x1, y1 = min(max(x1, 0), w - 1), min(max(y1, 0), h - 1)
-    crop = gray[y1:max(y2, y1 + 1), x1:max(x2, x1 + 1)]
-    v = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA).ravel()
+    if context > 0:
+        v = box_crops(gray[..., None], np.asarray(box)[None], size, context)[0].ravel()
+    else:
+        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+        x1, y1 = min(max(x1, 0), w - 1), min(max(y1, 0), h - 1)
+        crop = gray[y1:max(y2, y1 + 1), x1:max(x2, x1 + 1)]
+        v = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA).ravel()
     v = (v - v.mean()) / (v.std() + 1e-6)
     centre = v[(size // 2) * size + size // 2]
     return -v if centre < 0 else v
@@ -44,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=16, help="box side after resizing (16)")
     parser.add_argument("--image-topic", default="/camera/image_raw")
     parser.add_argument("--labels-topic", default="/labels")
+    parser.add_argument("--context", type=float, default=0.0,
+                        help="cut a square CONTEXT x the box's longer side, as probe's crops (0: "
+                        "the box itself)")
     parser.add_argument("--patch", type=int, default=0,
                         help="pool P-pixel patches' pixels in the boxes as the probe does")
     parser.add_argument("--raw", action="store_true", help="with --patch: patches unnormalised")
@@ -68,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, frame in enumerate(frames):
             gray = cv2.cvtColor(frame.image, cv2.COLOR_RGB2GRAY).astype(np.float32)
             for box, label in zip(np.asarray(frame.boxes).reshape(-1, 4), frame.labels):
-                xs.append(box_vector(gray, box, args.size))
+                xs.append(box_vector(gray, box, args.size, args.context))
                 ys.append(int(label))
                 fids.append(i)
         if not xs:
@@ -80,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     train, test = (torch.as_tensor(m) for m in split_by_frame(fid))
     knn = knn_accuracy(x[train], y[train], x[test], y[test])
     lin = linear_accuracy(x[train], y[train], x[test], y[test], train_frames=fid[train.numpy()])
-    print(f"box pixels ({args.size}x{args.size} grey, normalised) on {bag}: {len(y)} objects "
+    what = f"{args.context:g}x crops" if args.context > 0 else "box pixels"
+    print(f"{what} ({args.size}x{args.size} grey, normalised) on {bag}: {len(y)} objects "
           f"({int(train.sum())} train / {int(test.sum())} test by frame)")
     print(f"knn_accuracy {knn:.3f}  linear_accuracy {lin:.3f}")
     return 0
