@@ -180,13 +180,14 @@ def test_an_existing_run_is_refused_without_resume_or_overwrite(bag, tmp_path, c
     assert (run / "backbone.pt").read_bytes() == b"earlier run"  # nothing lost
 
 
-@pytest.mark.parametrize("attention_crops, pixel", [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0)])
-def test_killed_run_resumes_on_the_same_curve(bag, tmp_path, attention_crops, pixel):
+@pytest.mark.parametrize("attention_crops, pixel, dense", [(0.0, 0.0, 0.0), (1.0, 0.0, 0.0),
+                                                           (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)])
+def test_killed_run_resumes_on_the_same_curve(bag, tmp_path, attention_crops, pixel, dense):
     # with attention_crops the maps are refreshed at the start of epoch 2 (index 1) from the
     # teacher of step 2; the resumed run (from step 3) must draw from those, not recompute them
     kwargs = {"epochs": 2, "samples_per_epoch": 8, "checkpoint_every_steps": 1,
               "ibot_weight": 0.5, "attention_crops": attention_crops, "attention_every": 1,
-              "pixel_weight": pixel}
+              "pixel_weight": pixel, "dense_weight": dense}
     full = pretrain(_cfg(**kwargs), [bag], tmp_path / "full", progress=False)
     assert full["steps"] == 4
 
@@ -202,7 +203,8 @@ def test_killed_run_resumes_on_the_same_curve(bag, tmp_path, attention_crops, pi
     a, b = _steps(tmp_path / "full"), _steps(tmp_path / "cut")
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
     for step in a:
-        for key in ("loss", "kl", "teacher_entropy", "ibot_loss") + ("pixel_loss",) * (pixel > 0):
+        for key in (("loss", "kl", "teacher_entropy", "ibot_loss") + ("pixel_loss",) * (pixel > 0)
+                    + ("dense_loss",) * (dense > 0)):
             assert b[step][key] == pytest.approx(a[step][key], rel=1e-4, abs=1e-6), (step, key)
     wa = torch.load(tmp_path / "full" / "backbone.pt", weights_only=True)["state_dict"]
     wb = torch.load(tmp_path / "cut" / "backbone.pt", weights_only=True)["state_dict"]

@@ -6,7 +6,9 @@ horizontal flip, colour jitter, grayscale, Gaussian blur and (second global view
 then normalised with the model's mean/std. Every random draw comes from a generator seeded by
 the sample's seed, so a resumed run sees the same views. With ``attention_crops`` > 0 and a
 frame's attention map (``dino.attention_crops``), that fraction of the local crops is centred
-on a point drawn from the map instead of placed uniformly.
+on a point drawn from the map instead of placed uniformly. With ``dense_weight`` > 0 the list
+ends with a ``[2, 5]`` tensor: where each global view came from (x, y, w, h in frame pixels,
+flipped), for ``dino.dense``.
 """
 
 from __future__ import annotations
@@ -33,11 +35,13 @@ class MultiCrop:
         self.local_crops = int(opts["local_crops"])
         self.attention_crops = float(opts.get("attention_crops", 0.0))
         self.aug = dict(opts["augment"])
+        self.geometry = float(opts.get("dense_weight") or 0.0) > 0
         self.mean = np.asarray(mean, np.float32).reshape(1, 1, 3)
         self.std = np.asarray(std, np.float32).reshape(1, 1, 3)
 
     @property
     def n_views(self) -> int:
+        """Image views per frame (the geometry tensor, when there is one, is not a view)."""
         return 2 + self.local_crops
 
     def __call__(self, frame: np.ndarray, seed: int,
@@ -45,20 +49,31 @@ class MultiCrop:
         rng = np.random.default_rng(seed)
         a = self.aug
         blur_g, sol_g = list(a["blur_global"]), list(a["solarize_global"])
-        views = []
+        views, geometry = [], []
         for i in range(2):
-            views.append(self.view(frame, rng, self.global_size, self.global_scale,
-                                   float(blur_g[i]), float(sol_g[i])))
+            view, geom = self.view_and_box(frame, rng, self.global_size, self.global_scale,
+                                           float(blur_g[i]), float(sol_g[i]))
+            views.append(view)
+            geometry.append(geom)
         guide = prior if self.attention_crops > 0 else None
         for _ in range(self.local_crops):
             centre = guide if guide is not None and rng.random() < self.attention_crops else None
             views.append(self.view(frame, rng, self.local_size, self.local_scale,
                                    float(a["blur_local"]), 0.0, centre))
+        if self.geometry:
+            views.append(torch.tensor(geometry, dtype=torch.float32))
         return views
 
     def view(self, frame: np.ndarray, rng: np.random.Generator, size: int,
              scale: tuple[float, float], blur_p: float, solarize_p: float,
              prior: tuple[np.ndarray, float] | None = None) -> Tensor:
+        return self.view_and_box(frame, rng, size, scale, blur_p, solarize_p, prior)[0]
+
+    def view_and_box(self, frame: np.ndarray, rng: np.random.Generator, size: int,
+                     scale: tuple[float, float], blur_p: float, solarize_p: float,
+                     prior: tuple[np.ndarray, float] | None = None
+                     ) -> tuple[Tensor, list[float]]:
+        """The view and ``[x, y, w, h, flipped]``, its crop in frame pixels."""
         a = self.aug
         x0, y0, w, h = random_resized_box(frame.shape[1], frame.shape[0], scale, rng)
         if prior is not None:  # same size, centred on a point drawn from the attention map
@@ -70,7 +85,8 @@ class MultiCrop:
         interp = cv2.INTER_AREA if w > size and h > size else cv2.INTER_LINEAR
         img = cv2.resize(np.ascontiguousarray(crop), (size, size),
                          interpolation=interp).astype(np.float32) / 255.0
-        if rng.random() < float(a["hflip"]):
+        flipped = rng.random() < float(a["hflip"])
+        if flipped:
             img = img[:, ::-1]
         if rng.random() < float(a["color_jitter"]):
             img = color_jitter(img, rng, float(a["brightness"]), float(a["contrast"]),
@@ -84,7 +100,8 @@ class MultiCrop:
         if rng.random() < solarize_p:
             img = np.where(img >= 0.5, 1.0 - img, img)
         img = (img - self.mean) / self.std
-        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32))
+        view = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32))
+        return view, [float(x0), float(y0), float(w), float(h), float(flipped)]
 
 
 def random_resized_box(width: int, height: int, scale: tuple[float, float],

@@ -115,7 +115,8 @@ def build_network(backbone: nn.Module, opts: dict) -> DINONetwork:
                     norm_last_layer=bool(opts["norm_last_layer"]))
     patch_head = None
     share = False
-    if float(opts.get("ibot_weight") or 0) > 0 and is_vit(backbone):
+    patch_losses = float(opts.get("ibot_weight") or 0) + float(opts.get("dense_weight") or 0)
+    if patch_losses > 0 and is_vit(backbone):
         if bool(opts.get("ibot_separate_head", True)):
             patch_head = DINOHead(dim, int(opts["ibot_out_dim"]),
                                   hidden_dim=int(opts["hidden_dim"]),

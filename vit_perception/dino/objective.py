@@ -3,7 +3,9 @@
 ``Objective`` holds the losses (their centres are state to save for a resume) and runs
 teacher (global views, unmasked, no gradient) and student (all views, global ones masked when
 iBOT or the pixel target is on) to a scalar loss and the collapse statistics:
-``dino_weight * DINO + ibot_weight * iBOT + pixel_weight * pixel``.
+``dino_weight * DINO + ibot_weight * iBOT + pixel_weight * pixel + dense_weight * dense``
+(``dino.dense``: the global views' patches matched across views by where they lie in the frame;
+it needs the views' ``geometry``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from vit_perception.dino.dense import DenseLoss
 from vit_perception.dino.loss import DINOLoss, PatchLoss
 from vit_perception.dino.masking import random_masks
 from vit_perception.dino.pixels import PixelLoss
@@ -35,6 +38,13 @@ class Objective(nn.Module):
             self.patch = PatchLoss(dim, float(opts["student_temp"]),
                                    float(opts["center_momentum"]))
         self.dino_weight = float(opts.get("dino_weight", 1.0))
+        self.dense_weight = float(opts.get("dense_weight") or 0.0) if ibot else 0.0
+        self.dense = None
+        if self.dense_weight > 0:
+            dim = int(opts["out_dim"]) if not opts.get("ibot_separate_head", True) \
+                else int(opts["ibot_out_dim"])
+            self.dense = DenseLoss(dim, float(opts["student_temp"]),
+                                   float(opts["center_momentum"]))
         self.pixel_weight = float(opts.get("pixel_weight") or 0.0) if ibot else 0.0
         self.pixel = PixelLoss(str(opts.get("pixel_loss", "l1")))  # checks the kind
         self.mask_ratio = tuple(float(v) for v in opts["ibot_mask_ratio"])
@@ -46,8 +56,8 @@ class Objective(nn.Module):
                              generator).to(v.device) for v in views[:2]]
 
     def forward(self, student: nn.Module, teacher: nn.Module, views: Sequence[Tensor],
-                teacher_temp: float, generator: torch.Generator | None = None
-                ) -> tuple[Tensor, dict[str, float]]:
+                teacher_temp: float, generator: torch.Generator | None = None,
+                geometry: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
         with torch.no_grad():
             t_out = teacher(views[:2])
         masks = None
@@ -75,4 +85,14 @@ class Objective(nn.Module):
                                     p)
             stats["pixel_loss"] = float(pixel_loss.detach())
             loss = loss + self.pixel_weight * pixel_loss
+        if self.dense is not None:
+            assert geometry is not None, "the dense loss needs the global views' geometry"
+            size = (int(views[0].shape[-2]), int(views[0].shape[-1]))
+            p = _patch_size(student)
+            grid = (-(-size[0] // p), -(-size[1] // p))
+            dense_loss, overlap = self.dense(s_out["patch"], t_out["patch"], geometry, grid,
+                                             size, teacher_temp)
+            stats["dense_loss"] = float(dense_loss.detach())
+            stats["dense_overlap"] = overlap
+            loss = loss + self.dense_weight * dense_loss
         return loss, stats

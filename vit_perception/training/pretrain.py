@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 # beside the detector's (training/optim.py): iBOT's mask token, the weight-normalised gain
 NO_DECAY_EXTRA = ("mask_token", "weight_g")
-STAT_KEYS = ("dino_loss", "ibot_loss", "pixel_loss", "teacher_entropy", "batch_entropy", "kl")
+STAT_KEYS = ("dino_loss", "ibot_loss", "pixel_loss", "dense_loss", "dense_overlap",
+             "teacher_entropy", "batch_entropy", "kl")
 
 
 def pretrain(cfg: dict, bags: Sequence[str | Path], out_dir: str | Path, *,
@@ -136,6 +137,9 @@ class PretrainTrainer(RunTrainer):
         if float(o["ibot_weight"]) > 0 and not is_vit(backbone):
             log.warning("pretrain.ibot_weight: the masked-patch loss needs a ViT; "
                         "%s backbone trains with the DINO loss only", kind)
+        if float(o["dense_weight"]) > 0 and not is_vit(backbone):
+            log.warning("pretrain.dense_weight: the cross-view dense loss needs a ViT; "
+                        "%s backbone trains without it", kind)
         if float(o["pixel_weight"]) > 0 and not is_vit(backbone):
             log.warning("pretrain.pixel_weight: the masked-pixel loss needs a ViT; "
                         "%s backbone trains without it", kind)
@@ -240,11 +244,12 @@ class PretrainTrainer(RunTrainer):
             group["lr"] = sched["lr"]
         self.optimizer.param_groups[0]["weight_decay"] = sched["weight_decay"]
         views = [v.to(self.device, non_blocking=True) for v in batch]
+        geometry = views.pop() if self.multicrop.geometry else None  # [B, 2, 5]
         masks_rng = torch.Generator().manual_seed(
             (int(o["seed"]) * 1_000_003 + self.step) * 64 + self.dist.rank)
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
             loss, stats = self.objective(self.net, self.teacher, views, sched["teacher_temp"],
-                                         masks_rng)
+                                         masks_rng, geometry)
         self.optimizer.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
             log.warning("step %d: non-finite loss %s, step skipped", self.step + 1, loss.item())

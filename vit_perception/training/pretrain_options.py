@@ -89,6 +89,12 @@ PRETRAIN_DEFAULTS: dict = {
     # see docs/RESULTS.md, issue 12
     "pixel_weight": 0.0,
     "pixel_loss": "l1",  # l1 (SimMIM) | mse (MAE)
+    # cross-view dense loss (dino/dense.py), ViT only; 0 = off: each patch of one global view
+    # predicts the teacher's patch-head output at the same place of the frame in the other
+    # global view (location-matched, as PixPro / VADeR), so a patch token has to stay the same
+    # when the grid, scale and colours change; uses the iBOT patch head (built for it when
+    # ibot_weight is 0)
+    "dense_weight": 0.0,
     "dino_weight": 1.0,  # weight of the [CLS] DINO loss (0: masked-pixel and/or iBOT only)
     # parameter-efficient continuation (ExPLoRA): LoRA on every block, last N blocks unfrozen
     "lora_rank": 0,
