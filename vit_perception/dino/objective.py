@@ -32,17 +32,15 @@ class Objective(nn.Module):
                              float(opts["center_momentum"]))
         self.ibot_weight = float(opts.get("ibot_weight") or 0.0) if ibot else 0.0
         self.patch = None
+        dim = int(opts["out_dim"]) if not opts.get("ibot_separate_head", True) \
+            else int(opts["ibot_out_dim"])  # the patch head's prototypes
         if self.ibot_weight > 0:
-            dim = int(opts["out_dim"]) if not opts.get("ibot_separate_head", True) \
-                else int(opts["ibot_out_dim"])
             self.patch = PatchLoss(dim, float(opts["student_temp"]),
                                    float(opts["center_momentum"]))
         self.dino_weight = float(opts.get("dino_weight", 1.0))
         self.dense_weight = float(opts.get("dense_weight") or 0.0) if ibot else 0.0
         self.dense = None
         if self.dense_weight > 0:
-            dim = int(opts["out_dim"]) if not opts.get("ibot_separate_head", True) \
-                else int(opts["ibot_out_dim"])
             self.dense = DenseLoss(dim, float(opts["student_temp"]),
                                    float(opts["center_momentum"]))
         self.pixel_weight = float(opts.get("pixel_weight") or 0.0) if ibot else 0.0
