@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from vit_perception.dino.loss import _all_mean
+from vit_perception.dino.loss import PatchCentre
 
 
 def patch_centres(grid: tuple[int, int], size: tuple[int, int]) -> Tensor:
@@ -62,16 +62,10 @@ def matched_grid(geom_a: Tensor, geom_b: Tensor, grid: tuple[int, int],
     return coords, inside
 
 
-class DenseLoss(nn.Module):
+class DenseLoss(PatchCentre):
     """``forward(student [2B, n, K], teacher [2B, n, K], geometry [B, 2, 5], grid, size,
     teacher_temp)``: rows are view-major (global view 0's batch, then view 1's), as the
     network returns the patch-head outputs of the two global views."""
-
-    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9):
-        super().__init__()
-        self.student_temp = float(student_temp)
-        self.center_momentum = float(center_momentum)
-        self.register_buffer("center", torch.zeros(1, 1, out_dim))
 
     def forward(self, student: Tensor, teacher: Tensor, geometry: Tensor,
                 grid: tuple[int, int], size: tuple[int, int], teacher_temp: float
@@ -91,7 +85,5 @@ class DenseLoss(nn.Module):
             total = total + (ce * m).sum() / m.sum().clamp_min(1.0)
             count += float(m.mean())
             pairs += 1
-        with torch.no_grad():
-            batch_center = _all_mean(teacher.float().mean(dim=(0, 1), keepdim=True))
-            self.center.mul_(self.center_momentum).add_(batch_center * (1 - self.center_momentum))
+        self.update_center(teacher)
         return total / pairs, count / pairs

@@ -84,19 +84,29 @@ def collapse_stats(probs: Tensor) -> dict[str, float]:
             "log_k": math.log(p.shape[-1])}
 
 
-class PatchLoss(nn.Module):
-    """iBOT's masked-patch objective: the student's patch tokens at masked positions predict the
-    teacher's (centred, sharpened) outputs for the same, unmasked view.
-
-    ``forward(student [B, N, K], teacher [B, N, K], masks [B, N] bool, teacher_temp)``: the
-    cross-entropy is averaged over each image's masked patches, then over images with a mask.
-    """
+class PatchCentre(nn.Module):
+    """The state of a patch-level loss: the student's temperature and the centre of the
+    teacher's patch outputs (``[1, 1, K]``, an EMA of batch means over images and patches)."""
 
     def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9):
         super().__init__()
         self.student_temp = float(student_temp)
         self.center_momentum = float(center_momentum)
         self.register_buffer("center", torch.zeros(1, 1, out_dim))
+
+    @torch.no_grad()
+    def update_center(self, teacher: Tensor) -> None:
+        batch_center = _all_mean(teacher.float().mean(dim=(0, 1), keepdim=True))
+        self.center.mul_(self.center_momentum).add_(batch_center * (1 - self.center_momentum))
+
+
+class PatchLoss(PatchCentre):
+    """iBOT's masked-patch objective: the student's patch tokens at masked positions predict the
+    teacher's (centred, sharpened) outputs for the same, unmasked view.
+
+    ``forward(student [B, N, K], teacher [B, N, K], masks [B, N] bool, teacher_temp)``: the
+    cross-entropy is averaged over each image's masked patches, then over images with a mask.
+    """
 
     def forward(self, student: Tensor, teacher: Tensor, masks: Tensor,
                 teacher_temp: float) -> Tensor:
@@ -106,7 +116,5 @@ class PatchLoss(nn.Module):
         per_image = (ce * m).sum(-1) / m.sum(-1).clamp_min(1.0)
         has_mask = (m.sum(-1) > 0).float()
         loss = (per_image * has_mask).sum() / has_mask.sum().clamp_min(1.0)
-        with torch.no_grad():
-            batch_center = _all_mean(teacher.float().mean(dim=(0, 1), keepdim=True))
-            self.center.mul_(self.center_momentum).add_(batch_center * (1 - self.center_momentum))
+        self.update_center(teacher)
         return loss
