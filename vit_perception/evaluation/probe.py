@@ -343,12 +343,12 @@ class FeatureCollector:
 
     def _embed(self, crops: np.ndarray) -> Tensor:
         """``[n, C]`` backbone embeddings ([CLS]) of ``crops [n, s, s, 3]`` uint8 RGB."""
-        m = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
-        s = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
+        from vit_perception.models.preprocess import preprocess
+
         out = []
         for start in range(0, len(crops), 64):
-            x = torch.as_tensor(crops[start:start + 64], device=self.device)
-            x = (x.permute(0, 3, 1, 2).float() / 255 - m) / s
+            x, _ = preprocess(list(crops[start:start + 64]), self.crop_size, self.crop_size,
+                              self.mean, self.std, self.device)
             out.append(self.backbone(x)["embedding"].float().cpu())
         return torch.cat(out)
 
