@@ -49,7 +49,7 @@ PRETRAIN_DEFAULTS: dict = {
         "solarize_global": [0.0, 0.2],  # solarisation probability per global view
     },
     # projection head (DINOHead): MLP -> bottleneck -> L2 norm -> weight-normalised prototypes
-    "out_dim": 512,  # K prototypes; DINO: 65536
+    "out_dim": 512,  # K prototypes; DINO: 65536 (4096 here: no better, flatter teacher)
     "hidden_dim": 512,  # DINO: 2048
     "bottleneck_dim": 128,  # DINO: 256
     "head_layers": 3,
@@ -57,12 +57,14 @@ PRETRAIN_DEFAULTS: dict = {
     "freeze_last_layer_steps": 100,  # last layer frozen this many steps (DINO: first epoch)
     # temperatures: teacher sharper than the student, warmed up from teacher_temp_warmup_start
     "student_temp": 0.1,
-    "teacher_temp": 0.04,  # DINO: 0.04-0.07
+    "teacher_temp": 0.04,  # DINO: 0.04-0.07 (0.07 here: teacher near uniform in 15 min)
     "teacher_temp_warmup_start": 0.04,
     "teacher_temp_warmup_steps": 300,
     "center_momentum": 0.9,
     # teacher EMA momentum on a cosine schedule from momentum_start to momentum_end
-    "momentum_start": 0.99,  # DINO: 0.996 (slower teacher for long runs)
+    # DINO: 0.996 (slower teacher for long runs; in 15 CPU minutes it moved the [CLS]
+    # attention off the objects: docs/RESULTS.md, issue 12, eleventh look)
+    "momentum_start": 0.99,
     "momentum_end": 1.0,
     # optimiser (AdamW)
     "lr": 1.0e-3,  # not scaled with the batch (DINO: 5e-4 * batch / 256)
