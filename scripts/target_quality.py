@@ -57,6 +57,24 @@ def kinds(gt: Detections, det: Detections, threshold: float) -> dict[str, int]:
     return out
 
 
+FALSE_POSITIVES = ("duplicate", "wrong class", "loose", "background")
+
+
+def tally(frames, threshold: float, iou: float | None) -> str:
+    """One line: precision, recall and false positives by kind over ``frames``, pairs of
+    (truth, predictions) ``Detections``, at score ``>= threshold`` after class-wise NMS at
+    ``iou`` (None: off)."""
+    total: dict[str, int] = {}
+    for gt, det in frames:
+        for k, v in kinds(gt, nms(det, iou), threshold).items():
+            total[k] = total.get(k, 0) + v
+    fp = sum(total[k] for k in FALSE_POSITIVES)
+    return (f"score >= {threshold:.2f}, NMS {'off' if iou is None else iou}: precision "
+            f"{total['tp'] / max(1, total['tp'] + fp):.3f} recall "
+            f"{total['tp'] / max(1, total['tp'] + total['fn']):.3f}; false positives "
+            + ", ".join(f"{k} {total[k]}" for k in FALSE_POSITIVES))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("labelled", type=Path, help="bag with the true labels")
@@ -75,16 +93,7 @@ def main() -> int:
     settings: list[float | None] = [None, *args.nms]
     for threshold in args.threshold:
         for iou in settings:
-            total: dict[str, int] = {}
-            for s in stamps:
-                for k, v in kinds(gt[s], nms(pred.get(s, empty), iou), threshold).items():
-                    total[k] = total.get(k, 0) + v
-            fp = sum(total[k] for k in ("duplicate", "wrong class", "loose", "background"))
-            print(f"score >= {threshold:.2f}, NMS {'off' if iou is None else iou}: precision "
-                  f"{total['tp'] / max(1, total['tp'] + fp):.3f} recall "
-                  f"{total['tp'] / max(1, total['tp'] + total['fn']):.3f}; false positives "
-                  + ", ".join(f"{k} {total[k]}" for k in ("duplicate", "wrong class", "loose",
-                                                           "background")))
+            print(tally([(gt[s], pred.get(s, empty)) for s in stamps], threshold, iou))
     classes = sorted({n for g in gt.values() for n in g.class_names})
     index = {n: i for i, n in enumerate(classes)}
 

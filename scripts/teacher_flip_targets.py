@@ -8,7 +8,7 @@ query of the same best class that overlaps it most (IoU >= 0.5, boxes mirrored b
 class distribution is the mean of the two and its box the score-weighted mean; a query the
 mirror does not confirm keeps its box and has its distribution averaged with a certain "no
 object" (half its score). Prints, for each score threshold, the targets' precision, recall and
-false positives by kind after class-wise NMS (``scripts/target_quality.py``'s counting), for
+false positives by kind after class-wise NMS (``scripts/target_quality.py``'s ``tally``), for
 both.
 
     python scripts/teacher_flip_targets.py runs/d2/teacherA/best.pt runs/d2/bags/unlabelled \
@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from target_quality import kinds, nms  # noqa: E402
+from target_quality import tally  # noqa: E402
 
 from vit_perception.data.bags import Detections, read_frames  # noqa: E402
 from vit_perception.models.box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh  # noqa: E402
@@ -88,21 +88,14 @@ def main() -> int:
     for kind in (Teacher, FlipTeacher):
         teacher = kind(args.teacher, torch.device("cpu"))
         preds = predict_frames(teacher, samples, min(args.threshold))
+        dets = []
+        for boxes, logits, _ in preds:
+            score, label = torch.as_tensor(logits).softmax(-1)[:, :-1].max(-1)
+            dets.append(Detections(boxes.astype(np.float64),
+                                   [teacher.classes[i] for i in label.tolist()], score.numpy()))
         for threshold in args.threshold:
-            total: dict[str, int] = {}
-            for gt, (boxes, logits, _) in zip(truth, preds):
-                score, label = torch.as_tensor(logits).softmax(-1)[:, :-1].max(-1)
-                det = Detections(boxes.astype(np.float64),
-                                 [teacher.classes[i] for i in label.tolist()], score.numpy())
-                for k, v in kinds(gt, nms(det, args.nms), threshold).items():
-                    total[k] = total.get(k, 0) + v
-            fp = sum(total[k] for k in ("duplicate", "wrong class", "loose", "background"))
-            print(f"{'flip-fused' if kind is FlipTeacher else 'plain':10s} score >= "
-                  f"{threshold:.2f}, NMS {args.nms}: precision "
-                  f"{total['tp'] / max(1, total['tp'] + fp):.3f} recall "
-                  f"{total['tp'] / max(1, total['tp'] + total['fn']):.3f}; false positives "
-                  + ", ".join(f"{k} {total[k]}" for k in ("duplicate", "wrong class", "loose",
-                                                           "background")), flush=True)
+            print(f"{'flip-fused' if kind is FlipTeacher else 'plain':10s} "
+                  + tally(list(zip(truth, dets)), threshold, args.nms), flush=True)
     return 0
 
 
