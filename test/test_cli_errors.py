@@ -212,6 +212,12 @@ def test_devices_and_backends_that_are_not_there(data, capsys, monkeypatch):
     ("train.lrr=1", "unknown config key 'train.lrr'; did you mean 'train.lr'?"),
     ("model.head.num_queris=5", "did you mean 'model.head.num_queries'?"),
     ("train.lr=notanumber", "train.lr takes a number, not 'notanumber'"),
+    ("train.lr=0", "train.lr must be more than 0, not 0"),
+    ("pretrain.local_crops=-2", "pretrain.local_crops must be a whole number, 0 or more, not -2"),
+    ("pretrain.global_scale=[0.5,0.1]", "pretrain.global_scale must be a pair [low, high] with "
+     "0 < low <= high <= 1, not [0.5, 0.1]"),
+    ("distill.teacher_threshold=1.5", "distill.teacher_threshold must be between 0 and 1, not "
+     "1.5"),
 ])
 def test_set_refuses_unknown_keys_and_wrong_kinds(data, tmp_path, capsys, setting, expected):
     assert main(_train_argv(data, tmp_path / "run", "--set", setting)) == 2
@@ -352,3 +358,53 @@ def test_eval_tensorrt_without_tensorrt_fails_before_exporting(data, tmp_path, c
     line = _one_error_line(capsys.readouterr().err, "eval")
     assert "TensorRT" in line
     assert not cache.exists() or not list(cache.rglob("*.onnx"))
+
+
+def test_values_out_of_range_in_a_config_file_or_a_resume_are_refused(data, tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nclasses: [blue_cylinder, red_cube]\n"
+                   "input: {width: 96, height: 64}\nmodel:\n  backbone: {type: vit, "
+                   "patch_size: 16, embed_dim: 64, depth: 1, num_heads: 1}\n"
+                   "train: {batch_size: 0}\n")
+    argv = _train_argv(data, tmp_path / "run")
+    argv[argv.index("vit_tiny_detr")] = str(bad)
+    assert main(argv) == 2
+    line = _one_error_line(capsys.readouterr().err, "train")
+    assert f"{bad}: train.batch_size must be a whole number, 1 or more, not 0" in line
+    assert not (tmp_path / "run").exists()
+    # a resumed run's --set is checked the same way, and the run is left as it was
+    run = tmp_path / "done"
+    assert main(_train_argv(data, run, "--set", f"input.width={SMALL['input']['width']}",
+                            "--set", f"input.height={SMALL['input']['height']}",
+                            "--epochs", "1")) == 0
+    capsys.readouterr()
+    before = (run / "last.pt").read_bytes()
+    assert main(_train_argv(data, run, "--resume", "--set", "train.ema_decay=1.5")) == 2
+    line = _one_error_line(capsys.readouterr().err, "train")
+    assert "train.ema_decay must be between 0 and 1, not 1.5" in line
+    assert (run / "last.pt").read_bytes() == before
+
+
+def test_a_run_folder_given_as_a_file_names_its_checkpoints(data, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(data.ckpt, run / "last.pt")
+    shutil.copy(data.ckpt, run / "best.pt")
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(run)
+    assert str(info.value) == (f"{run} is a folder, not a checkpoint file; it holds best.pt, "
+                               f"last.pt: pass one of them, e.g. {run / 'best.pt'}")
+
+
+def test_distill_refuses_a_backbone_only_teacher(data, tmp_path, capsys):
+    from ros_support.models import tiny_backbone_checkpoint
+
+    backbone = tiny_backbone_checkpoint(tmp_path)
+    argv = ["distill", "--teacher", str(backbone), "--student-config", "vit_nano_detr",
+            "--train", str(data.bag), "--val", str(data.bag), "--out", str(tmp_path / "run"),
+            "--no-progress"]
+    assert main(argv) == 2
+    line = _one_error_line(capsys.readouterr().err, "distill")
+    assert f"--teacher {backbone}: a backbone-only checkpoint" in line
+    assert "give a detector checkpoint" in line
+    assert not (tmp_path / "run").exists()

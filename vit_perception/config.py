@@ -128,11 +128,15 @@ def load_config(name_or_path: str | Path, overrides: list[str] | dict | None = N
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    from vit_perception.config_ranges import check_ranges
+
+    check_ranges(data, str(path))
     cfg = deep_merge(DEFAULTS, data)
     if not cfg.get("name"):
         cfg["name"] = path.stem
     if overrides:
         if not isinstance(overrides, dict):
             overrides = parse_overrides(overrides)
+        check_ranges(overrides)
         cfg = deep_merge(cfg, overrides)
     return cfg

@@ -61,7 +61,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.teacher and not args.resume:
         raise UsageError("no teacher checkpoint given (--teacher CKPT)")
     if args.teacher:
-        read_checkpoint(args.teacher)  # a wrong path fails now, naming it
+        from vit_perception.models.backbone_model import is_backbone_only
+
+        teacher = read_checkpoint(args.teacher)  # a wrong path fails now, naming it
+        if is_backbone_only(teacher.get("config")):
+            raise UsageError(f"--teacher {args.teacher}: a backbone-only checkpoint (pretrain's "
+                             "backbone.pt) has no detection head to teach with; give a detector "
+                             "checkpoint (train's or distill's best.pt)")
     out, cfg = prepare_run(args, command="distill", config=args.student_config,
                            default_config="vit_tiny_detr", overrides=_overrides(args),
                            bags=[*args.train, *args.unlabelled, *args.val],

@@ -94,6 +94,7 @@ def resume_config(out: Path, config: str | None, overrides: dict, command: str =
     import sys
 
     from vit_perception.config import deep_merge
+    from vit_perception.config_ranges import check_ranges
     from vit_perception.training.state import load_resume
 
     last = Path(out) / "last.pt"
@@ -102,6 +103,7 @@ def resume_config(out: Path, config: str | None, overrides: dict, command: str =
         print(f"vit-perception {command}: note: --resume continues {last} with the run's own "
               f"config ({run_cfg.get('name') or 'unnamed'}); {flag} {config} is ignored "
               "(--set, --epochs and the other flags apply)", file=sys.stderr)
+    check_ranges(overrides)
     return deep_merge(run_cfg, overrides)
 
 

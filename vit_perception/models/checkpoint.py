@@ -31,6 +31,17 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     return line[:limit] or type(exc).__name__
 
 
+def folder_error(path: Path, what: str = "checkpoint") -> CheckpointError:
+    """The error for a folder given where a file is wanted; a run folder's ``.pt`` files are
+    named (best.pt and a pretrain run's backbone.pt first), so the fix is in the message."""
+    first = {"best.pt": 0, "backbone.pt": 0, "last.pt": 1}
+    found = sorted((p.name for p in Path(path).glob("*.pt")), key=lambda n: (first.get(n, 2), n))
+    hint = (f"; it holds {', '.join(found)}: pass one of them, e.g. {Path(path) / found[0]}"
+            if found else "")
+    noun = what if what.endswith("file") else f"{what} file"
+    return CheckpointError(f"{path} is a folder, not a {noun}{hint}")
+
+
 def load_error(path: Path, exc: BaseException, what: str = "checkpoint") -> CheckpointError:
     """The error for a file ``torch.load(weights_only=True)`` refused or could not read.
 
@@ -46,6 +57,8 @@ def load_error(path: Path, exc: BaseException, what: str = "checkpoint") -> Chec
             which = f" ({found.group(1).lower()}: a raw pickle, not a torch.save file)"
         return CheckpointError(f"{path}: this file holds code or objects that are not plain "
                                f"tensors; refusing to load it{which}")
+    if path.is_dir():
+        return folder_error(path, what)
     try:
         empty = path.stat().st_size == 0
     except OSError:
@@ -98,7 +111,7 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     """The raw checkpoint dict, validated; raises ``CheckpointError`` naming ``path``."""
     path = Path(path)
     if path.is_dir():
-        raise CheckpointError(f"{path} is a folder, not a checkpoint file")
+        raise folder_error(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
