@@ -408,3 +408,25 @@ def test_distill_refuses_a_backbone_only_teacher(data, tmp_path, capsys):
     assert f"--teacher {backbone}: a backbone-only checkpoint" in line
     assert "give a detector checkpoint" in line
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "pretrain", "distill"])
+def test_a_wrong_image_topic_fails_before_the_run_folder_is_claimed(data, tmp_path, capsys,
+                                                                     command):
+    out = tmp_path / "run"
+    bag = str(data.bag)
+    argv = {"train": _train_argv(data, out),
+            "pretrain": ["pretrain", "--config", "vit_tiny_detr", "--bags", bag, "--out",
+                         str(out), "--no-progress"],
+            "distill": ["distill", "--teacher", str(data.ckpt), "--student-config",
+                        "vit_nano_detr", "--train", bag, "--val", bag, "--out", str(out),
+                        "--no-progress"]}[command]
+    assert main([*argv, "--image-topic", "/camera/nope"]) == 1
+    line = _one_error_line(capsys.readouterr().err, command)
+    assert f"{bag}: no topic /camera/nope (--image-topic); topics: [" in line
+    assert "/camera/image_raw" in line
+    assert not out.exists()  # nothing to --overwrite when the topic is put right
+    assert main([*argv, "--image-topic", "/labels"]) == 1
+    assert "/labels is vision_msgs/msg/Detection2DArray, not an image topic" in (
+        _one_error_line(capsys.readouterr().err, command))
+    assert not out.exists()

@@ -58,12 +58,13 @@ def prepare_run(args: argparse.Namespace, *, command: str, config: str | None,
                 default_config: str, overrides: dict, bags: list[str],
                 outputs: tuple[str, ...] | None = None,
                 config_flag: str = "--config") -> tuple[Path, dict]:
-    """Check the device and the bags, then resolve the config (the run's own with ``--resume``)
-    and check ``--init``; claim the run folder last. Returns ``(out, cfg)``."""
+    """Check the device, the bags and their image topic, then resolve the config (the run's
+    own with ``--resume``) and check ``--init``; claim the run folder last. Returns
+    ``(out, cfg)``."""
     import logging
 
     from vit_perception.config import load_config
-    from vit_perception.data.bag_source import check_bag
+    from vit_perception.data.bag_source import check_bag, check_image_topic
     from vit_perception.training.run_dir import RUN_OUTPUTS, claim_run_dir
 
     outputs = outputs or RUN_OUTPUTS
@@ -73,6 +74,10 @@ def prepare_run(args: argparse.Namespace, *, command: str, config: str | None,
         check_device(args.device)
     for bag in bags:  # a typo fails now, not after the model is built
         check_bag(bag)
+    topic = getattr(args, "image_topic", None)
+    if topic:  # and before the run folder is claimed: a wrong topic leaves no run behind
+        for bag in bags:
+            check_image_topic(bag, topic)
     if args.resume:
         out = claim_run_dir(args.out, resume=True, overwrite=args.overwrite, outputs=outputs)
         return out, resume_config(out, config, overrides, command, config_flag)

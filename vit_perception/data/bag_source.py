@@ -106,6 +106,18 @@ def check_bag(bag: str | Path) -> Path:
     return path
 
 
+def check_image_topic(bag: str | Path, topic: str) -> None:
+    """``BagError`` naming ``bag`` unless it has ``topic`` as an Image or CompressedImage topic;
+    a training command checks this before it claims its run folder, so a typo costs nothing."""
+    from vit_perception.data.msg_defs import COMPRESSED_IMAGE, IMAGE
+
+    topics = bag_topics(bag)
+    if topic not in topics:
+        raise BagError(f"{bag}: no topic {topic} (--image-topic); topics: {sorted(topics)}")
+    if topics[topic] not in (IMAGE, COMPRESSED_IMAGE):
+        raise BagError(f"{bag}: {topic} is {topics[topic]}, not an image topic (--image-topic)")
+
+
 def bag_topics(bag: str | Path) -> dict[str, str]:
     """{topic: message type} of a bag (ROS 2 type names, e.g. sensor_msgs/msg/Image).
 
