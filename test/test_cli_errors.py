@@ -411,8 +411,7 @@ def test_distill_refuses_a_backbone_only_teacher(data, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("command", ["train", "pretrain", "distill"])
-def test_a_wrong_image_topic_fails_before_the_run_folder_is_claimed(data, tmp_path, capsys,
-                                                                     command):
+def test_a_wrong_topic_fails_before_the_run_folder_is_claimed(data, tmp_path, capsys, command):
     out = tmp_path / "run"
     bag = str(data.bag)
     argv = {"train": _train_argv(data, out),
@@ -427,6 +426,14 @@ def test_a_wrong_image_topic_fails_before_the_run_folder_is_claimed(data, tmp_pa
     assert "/camera/image_raw" in line
     assert not out.exists()  # nothing to --overwrite when the topic is put right
     assert main([*argv, "--image-topic", "/labels"]) == 1
-    assert "/labels is vision_msgs/msg/Detection2DArray, not an image topic" in (
+    assert "/labels is vision_msgs/msg/Detection2DArray, not an image topic (--image-topic)" in (
         _one_error_line(capsys.readouterr().err, command))
     assert not out.exists()
+    if command != "pretrain":  # the labelled bags need their labels topic too
+        assert main([*argv, "--labels-topic", "/nolabels"]) == 1
+        assert f"{bag}: no topic /nolabels (--labels-topic)" in (
+            _one_error_line(capsys.readouterr().err, command))
+        assert main([*argv, "--labels-topic", "/camera/image_raw"]) == 1
+        assert "/camera/image_raw is sensor_msgs/msg/Image, not a labels topic" in (
+            _one_error_line(capsys.readouterr().err, command))
+        assert not out.exists()

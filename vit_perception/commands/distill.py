@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     out, cfg = prepare_run(args, command="distill", config=args.student_config,
                            default_config="vit_tiny_detr", overrides=_overrides(args),
                            bags=[*args.train, *args.unlabelled, *args.val],
-                           config_flag="--student-config")
+                           config_flag="--student-config", labelled=[*args.train, *args.val])
     from vit_perception.training.distill import distill
 
     result = distill(cfg, args.teacher, args.train, args.val, out,

@@ -57,14 +57,15 @@ def run_overrides(args: argparse.Namespace, section: str, **flags: Any) -> dict:
 def prepare_run(args: argparse.Namespace, *, command: str, config: str | None,
                 default_config: str, overrides: dict, bags: list[str],
                 outputs: tuple[str, ...] | None = None,
-                config_flag: str = "--config") -> tuple[Path, dict]:
-    """Check the device, the bags and their image topic, then resolve the config (the run's
-    own with ``--resume``) and check ``--init``; claim the run folder last. Returns
-    ``(out, cfg)``."""
+                config_flag: str = "--config",
+                labelled: list[str] | None = None) -> tuple[Path, dict]:
+    """Check the device, the bags and their topics (``args.image_topic`` on every bag,
+    ``args.labels_topic`` on the ``labelled`` ones), then resolve the config (the run's own with
+    ``--resume``) and check ``--init``; claim the run folder last. Returns ``(out, cfg)``."""
     import logging
 
     from vit_perception.config import load_config
-    from vit_perception.data.bag_source import check_bag, check_image_topic
+    from vit_perception.data.bag_source import check_bag, check_topic
     from vit_perception.training.run_dir import RUN_OUTPUTS, claim_run_dir
 
     outputs = outputs or RUN_OUTPUTS
@@ -74,10 +75,11 @@ def prepare_run(args: argparse.Namespace, *, command: str, config: str | None,
         check_device(args.device)
     for bag in bags:  # a typo fails now, not after the model is built
         check_bag(bag)
-    topic = getattr(args, "image_topic", None)
-    if topic:  # and before the run folder is claimed: a wrong topic leaves no run behind
-        for bag in bags:
-            check_image_topic(bag, topic)
+    # and before the run folder is claimed: a wrong topic leaves no run behind
+    for kind, checked in (("image", bags), ("labels", labelled or [])):
+        topic = getattr(args, f"{kind}_topic", None)
+        for bag in checked if topic else []:
+            check_topic(bag, topic, kind)
     if args.resume:
         out = claim_run_dir(args.out, resume=True, overwrite=args.overwrite, outputs=outputs)
         return out, resume_config(out, config, overrides, command, config_flag)

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out, cfg = prepare_run(args, command="train", config=args.config,
                            default_config="vit_tiny_detr", overrides=_overrides(args),
-                           bags=[*args.train, *args.val])
+                           bags=[*args.train, *args.val], labelled=[*args.train, *args.val])
     from vit_perception.training import train
 
     result = train(cfg, args.train, args.val, out, image_topic=args.image_topic,

@@ -106,16 +106,19 @@ def check_bag(bag: str | Path) -> Path:
     return path
 
 
-def check_image_topic(bag: str | Path, topic: str) -> None:
-    """``BagError`` naming ``bag`` unless it has ``topic`` as an Image or CompressedImage topic;
-    a training command checks this before it claims its run folder, so a typo costs nothing."""
-    from vit_perception.data.msg_defs import COMPRESSED_IMAGE, IMAGE
+def check_topic(bag: str | Path, topic: str, kind: str = "image") -> None:
+    """``BagError`` naming ``bag`` unless it has ``topic`` of the ``kind`` (``image``: Image or
+    CompressedImage, ``labels``: Detection2DArray); a training command checks this before it
+    claims its run folder, so a typo costs nothing."""
+    from vit_perception.data.msg_defs import COMPRESSED_IMAGE, DETECTION2D_ARRAY, IMAGE
 
+    types = {"image": (IMAGE, COMPRESSED_IMAGE), "labels": (DETECTION2D_ARRAY,)}[kind]
     topics = bag_topics(bag)
     if topic not in topics:
-        raise BagError(f"{bag}: no topic {topic} (--image-topic); topics: {sorted(topics)}")
-    if topics[topic] not in (IMAGE, COMPRESSED_IMAGE):
-        raise BagError(f"{bag}: {topic} is {topics[topic]}, not an image topic (--image-topic)")
+        raise BagError(f"{bag}: no topic {topic} (--{kind}-topic); topics: {sorted(topics)}")
+    if topics[topic] not in types:
+        raise BagError(f"{bag}: {topic} is {topics[topic]}, not {'an' if kind == 'image' else 'a'}"
+                       f" {kind} topic (--{kind}-topic)")
 
 
 def bag_topics(bag: str | Path) -> dict[str, str]:
