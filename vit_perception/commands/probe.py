@@ -53,6 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "BAG stem + _probe.png)")
     parser.add_argument("--config", help="model config for raw weights whose shape cannot be "
                         "read off the file (Swin)")
+    parser.add_argument("--reference", metavar="PATH",
+                        help="a second backbone (same kinds as --backbone), e.g. a distilled "
+                        "student's teacher: adds reference_cka and reference_r2, how much of its "
+                        "box-pooled features --backbone's hold (linear CKA; held-out R^2 of a "
+                        "ridge map)")
     parser.add_argument("--input-size", type=_size, metavar="WxH",
                         help="model input size (default: the backbone's config)")
     parser.add_argument("--crop-size", type=int, default=64, metavar="PIXELS",
@@ -76,6 +81,26 @@ def _out_paths(args: argparse.Namespace) -> tuple[Path | None, Path]:
         return js, js.with_suffix(".png")
     bag = Path(args.bag)
     return js, bag.parent / f"{bag.stem}_probe.png"
+
+
+def _reference(args: argparse.Namespace, bag: Path, classes_src, result) -> dict[str, float]:
+    """``reference_cka`` / ``reference_r2`` of ``result``'s pooled features against those of
+    ``--reference`` on the same frames and boxes (each model in its own input size)."""
+    from vit_perception.data.bags import read_frames
+    from vit_perception.evaluation.feature_fidelity import fidelity
+    from vit_perception.evaluation.probe import probe_frames
+    from vit_perception.evaluation.probe_backbone import load_backbone
+
+    backbone, cfg = load_backbone(args.reference, args.config)
+    inp = cfg["input"]
+    frames = read_frames(bag, args.image_topic, args.labels_topic, classes=classes_src,
+                         labelled_only=True, max_frames=args.max_frames)
+    ref = probe_frames(backbone, frames, list(frames.classes),
+                       (int(inp["width"]), int(inp["height"])), inp.get("mean"), inp.get("std"),
+                       device=args.device, batch_size=args.batch_size,
+                       test_fraction=args.test_fraction)
+    assert result.pooled is not None and ref.pooled is not None and result.frame_ids is not None
+    return fidelity(result.pooled, ref.pooled, result.frame_ids, args.test_fraction)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -123,10 +148,11 @@ def run(args: argparse.Namespace) -> int:
         finally:
             if bar is not None:
                 bar.close()
+        reference = _reference(args, bag, classes_src, result) if args.reference else {}
     except (BagError, ValueError, FileNotFoundError, OSError, RuntimeError) as exc:
         print(f"vit-perception probe: error: {exc}", file=sys.stderr)
         return 2
-    metrics = result.metrics()
+    metrics = {**result.metrics(), **reference}
     print(f"backbone {args.backbone} ({cfg.get('name')}) on {bag}: {result.frames} frames, "
           f"{result.objects} objects ({result.train_objects} train / {result.test_objects} test "
           f"by frame), {len(set(result.classes))} classes")
@@ -142,6 +168,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"knn_accuracy_crop {metrics['knn_accuracy_crop']:.3f}  linear_accuracy_crop "
               f"{metrics['linear_accuracy_crop']:.3f}  (each box's {args.crop_size}-pixel crop, "
               "[CLS] embedding)")
+    if reference:
+        print(f"reference_cka {reference['reference_cka']:.3f}  reference_r2 "
+              f"{reference['reference_r2']:.3f}  (how much of {args.reference}'s box features "
+              "these hold: linear CKA; held-out R^2 of a ridge map fitted on the train half)")
+        channels = result.pooled.shape[1] if result.pooled is not None else 0
+        if result.train_objects <= channels:
+            print(f"note: fewer train objects ({result.train_objects}) than this backbone's "
+                  f"{channels} feature channels: the ridge map is underdetermined and "
+                  "reference_r2 understates what the features hold; probe a longer bag")
     js, png = _out_paths(args)
     if result.samples:
         title = (f"{Path(args.backbone).name}: knn {metrics['knn_accuracy']:.3f}  linear "

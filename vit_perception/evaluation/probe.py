@@ -248,6 +248,9 @@ class ProbeResult:
     samples: list[ProbeSample] = field(default_factory=list, repr=False)
     knn_accuracy_crop: float | None = None  # the same on each box's crop embedding
     linear_accuracy_crop: float | None = None
+    # the pooled box features [objects, C] and each object's frame ordinal (probe --reference)
+    pooled: Tensor | None = field(default=None, repr=False)
+    frame_ids: np.ndarray | None = field(default=None, repr=False)
 
     def metrics(self) -> dict[str, float]:
         """The JSON the ``probe`` command writes."""
@@ -376,7 +379,8 @@ class FeatureCollector:
             frames=self.frames, classes=classes,
             unseen_test_objects=int((~torch.isin(y[te], y[tr])).sum()),
             samples=sorted(self.samples, key=lambda s: s.index),
-            knn_accuracy_crop=knn_crop, linear_accuracy_crop=linear_crop)
+            knn_accuracy_crop=knn_crop, linear_accuracy_crop=linear_crop, pooled=x,
+            frame_ids=fid)
 
 
 def _denormalise(x: Tensor, mean, std) -> np.ndarray:
