@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a second backbone (same kinds as --backbone), e.g. a distilled "
                         "student's teacher: adds reference_cka and reference_r2, how much of its "
                         "box-pooled features --backbone's hold (linear CKA; held-out R^2 of a "
-                        "ridge map)")
+                        "ridge map); it runs at its own config's input size")
     parser.add_argument("--input-size", type=_size, metavar="WxH",
                         help="model input size (default: the backbone's config)")
     parser.add_argument("--crop-size", type=int, default=64, metavar="PIXELS",
@@ -99,7 +99,8 @@ def _reference(args: argparse.Namespace, bag: Path, classes_src, result) -> dict
                        (int(inp["width"]), int(inp["height"])), inp.get("mean"), inp.get("std"),
                        device=args.device, batch_size=args.batch_size,
                        test_fraction=args.test_fraction)
-    assert result.pooled is not None and ref.pooled is not None and result.frame_ids is not None
+    if result.pooled is None or ref.pooled is None or result.frame_ids is None:
+        raise ValueError(f"{bag}: no pooled box features to compare with --reference")
     return fidelity(result.pooled, ref.pooled, result.frame_ids, args.test_fraction)
 
 
