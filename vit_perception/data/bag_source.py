@@ -25,6 +25,10 @@ class BagError(RuntimeError):
     """A bag that cannot be read to its end; raised after its readable part was processed."""
 
 
+class TopicError(ValueError):
+    """A topic the bag does not have, or one of another message type than asked for."""
+
+
 @dataclass(frozen=True)
 class BagMessage:
     """One deserialised message: `log_ns` is the bag's receive time, `msg` a rosbags object."""
@@ -107,18 +111,19 @@ def check_bag(bag: str | Path) -> Path:
 
 
 def check_topic(bag: str | Path, topic: str, kind: str = "image") -> None:
-    """``BagError`` naming ``bag`` unless it has ``topic`` of the ``kind`` (``image``: Image or
-    CompressedImage, ``labels``: Detection2DArray); a training command checks this before it
-    claims its run folder, so a typo costs nothing."""
+    """``TopicError`` naming ``bag`` unless it has ``topic`` of the ``kind`` (``image``: Image or
+    CompressedImage, ``labels``: Detection2DArray). Reading frames checks this, and a training
+    command also before it claims its run folder, so a typo costs nothing."""
     from vit_perception.data.msg_defs import COMPRESSED_IMAGE, DETECTION2D_ARRAY, IMAGE
 
     types = {"image": (IMAGE, COMPRESSED_IMAGE), "labels": (DETECTION2D_ARRAY,)}[kind]
     topics = bag_topics(bag)
     if topic not in topics:
-        raise BagError(f"{bag}: no topic {topic} (--{kind}-topic); topics: {sorted(topics)}")
+        raise TopicError(f"{bag}: no topic {topic} (--{kind}-topic); topics: "
+                         f"{sorted(topics)}")
     if topics[topic] not in types:
-        raise BagError(f"{bag}: {topic} is {topics[topic]}, not {'an' if kind == 'image' else 'a'}"
-                       f" {kind} topic (--{kind}-topic)")
+        raise TopicError(f"{bag}: {topic} is {topics[topic]}, not "
+                         f"{'an' if kind == 'image' else 'a'} {kind} topic (--{kind}-topic)")
 
 
 def bag_topics(bag: str | Path) -> dict[str, str]:

@@ -15,8 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from vit_perception.data.bag_source import BagError, bag_topics, header_stamp_ns, iter_messages
-from vit_perception.data.msg_defs import COMPRESSED_IMAGE, IMAGE
+from vit_perception.data.bag_source import (
+    BagError,
+    bag_topics,
+    check_topic,
+    header_stamp_ns,
+    iter_messages,
+)
+from vit_perception.data.msg_defs import COMPRESSED_IMAGE
 
 __all__ = [
     "BagError",
@@ -211,12 +217,7 @@ class FrameStream:
         return next(self._it)
 
     def _generate(self) -> Iterator[Frame]:
-        topics = bag_topics(self.bag)
-        if self.image_topic not in topics:
-            raise ValueError(f"{self.bag}: no topic {self.image_topic}; topics: {sorted(topics)}")
-        msgtype = topics[self.image_topic]
-        if msgtype not in (IMAGE, COMPRESSED_IMAGE):
-            raise ValueError(f"{self.bag}: {self.image_topic} is {msgtype}, not an image topic")
+        check_topic(self.bag, self.image_topic)
         index = 0
         yielded = 0
         try:
