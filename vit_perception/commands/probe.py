@@ -88,20 +88,19 @@ def _reference(args: argparse.Namespace, bag: Path, classes_src, result) -> dict
     ``--reference`` on the same frames and boxes (each model in its own input size)."""
     from vit_perception.data.bags import read_frames
     from vit_perception.evaluation.feature_fidelity import fidelity
-    from vit_perception.evaluation.probe import probe_frames
+    from vit_perception.evaluation.probe import collect_features
     from vit_perception.evaluation.probe_backbone import load_backbone
 
     backbone, cfg = load_backbone(args.reference, args.config)
     inp = cfg["input"]
     frames = read_frames(bag, args.image_topic, args.labels_topic, classes=classes_src,
                          labelled_only=True, max_frames=args.max_frames)
-    ref = probe_frames(backbone, frames, list(frames.classes),
-                       (int(inp["width"]), int(inp["height"])), inp.get("mean"), inp.get("std"),
-                       device=args.device, batch_size=args.batch_size,
-                       test_fraction=args.test_fraction)
-    if result.pooled is None or ref.pooled is None or result.frame_ids is None:
+    ref, _ = collect_features(backbone, frames, (int(inp["width"]), int(inp["height"])),
+                              inp.get("mean"), inp.get("std"), device=args.device,
+                              batch_size=args.batch_size).pooled()
+    if result.pooled is None or result.frame_ids is None:
         raise ValueError(f"{bag}: no pooled box features to compare with --reference")
-    return fidelity(result.pooled, ref.pooled, result.frame_ids, args.test_fraction)
+    return fidelity(result.pooled, ref, result.frame_ids, args.test_fraction)
 
 
 def run(args: argparse.Namespace) -> int:

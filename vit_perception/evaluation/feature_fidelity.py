@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vit_perception.evaluation.probe import split_by_frame
+
 
 def linear_cka(x: Tensor, y: Tensor) -> float:
     """Linear CKA of ``x [n, p]`` and ``y [n, q]`` (rows: the same objects)."""
@@ -55,24 +57,16 @@ def heldout_r2(x: Tensor, y: Tensor, train: np.ndarray, test: np.ndarray,
     x, y = x.double(), y.double()
     rows = np.flatnonzero(train)
     groups = frame_ids[rows] if frame_ids is not None else rows
-    inner, held = _split(groups)
+    inner, held = split_by_frame(groups, 0.2)
     best = max(RIDGES, key=lambda r: _ridge_r2(x, y, torch.as_tensor(rows[inner]),
                                                torch.as_tensor(rows[held]), r))
     return _ridge_r2(x, y, torch.as_tensor(train), torch.as_tensor(test), best)
-
-
-def _split(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from vit_perception.evaluation.probe import split_by_frame
-
-    return split_by_frame(groups, 0.2)
 
 
 def fidelity(x: Tensor, y: Tensor, frame_ids: np.ndarray, test_fraction: float = 0.5
              ) -> dict[str, float]:
     """``{"reference_cka", "reference_r2"}`` of features ``x`` against reference ``y``, with
     the probe's train/test split by frame."""
-    from vit_perception.evaluation.probe import split_by_frame
-
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"the two backbones pooled {x.shape[0]} and {y.shape[0]} boxes: not the "
                          "same objects")

@@ -355,13 +355,16 @@ class FeatureCollector:
             out.append(self.backbone(x)["embedding"].float().cpu())
         return torch.cat(out)
 
-    def result(self, classes: list[str], test_fraction: float = 0.5) -> ProbeResult:
+    def pooled(self) -> tuple[Tensor, np.ndarray]:
+        """(pooled box features ``[objects, C]``, each object's frame ordinal)."""
         self.flush()
         if not self.feats:
             raise ValueError("no labelled boxes found: the probe needs ground-truth boxes")
-        x = torch.cat(self.feats)
+        return torch.cat(self.feats), np.concatenate(self.frame_ids)
+
+    def result(self, classes: list[str], test_fraction: float = 0.5) -> ProbeResult:
+        x, fid = self.pooled()
         y = torch.as_tensor(np.concatenate(self.labels))
-        fid = np.concatenate(self.frame_ids)
         train, test = split_by_frame(fid, test_fraction)
         tr, te = torch.as_tensor(train), torch.as_tensor(test)
         knn_crop = linear_crop = None
@@ -398,6 +401,17 @@ def probe_frames(backbone: torch.nn.Module, frames: Iterable, classes: list[str]
     (``data.bags.Frame`` objects; unlabelled ones are skipped). ``keep``: ordinals of frames
     to keep as figure samples; ``progress(n)`` is called once per frame; ``crop_size`` > 0
     adds the crop-embedding probes (``knn_accuracy_crop``, ``linear_accuracy_crop``)."""
+    return collect_features(backbone, frames, input_size, mean, std, device=device,
+                            batch_size=batch_size, keep=keep, progress=progress,
+                            crop_size=crop_size).result(classes, test_fraction)
+
+
+def collect_features(backbone: torch.nn.Module, frames: Iterable, input_size: tuple[int, int],
+                     mean, std, *, device: str = "cpu", batch_size: int = 8,
+                     keep: Iterable[int] = (), progress: Callable[[int], None] | None = None,
+                     crop_size: int = 0) -> FeatureCollector:
+    """``backbone`` run over the labelled ``frames``: the filled ``FeatureCollector``, for
+    ``result()`` (the probes) or ``pooled()`` (the box features alone)."""
     collector = FeatureCollector(backbone, input_size, mean, std, device, batch_size, keep,
                                  crop_size)
     for ordinal, frame in enumerate(frames):
@@ -405,4 +419,5 @@ def probe_frames(backbone: torch.nn.Module, frames: Iterable, classes: list[str]
             collector.add(ordinal, frame.image, frame.boxes, frame.labels, frame.class_names)
         if progress is not None:
             progress(1)
-    return collector.result(classes, test_fraction)
+    collector.flush()
+    return collector
