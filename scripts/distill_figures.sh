@@ -96,21 +96,22 @@ for run in teacher labels_only distilled distilled_unlabelled; do
   vit-perception eval --bag "$B/test" --model "$OUT/$run/best.pt" --json "$OUT/eval/$run.json" \
     | grep -E "^(AP|AP50|latency ms) "
 done
-log "bench: teacher and student, torch and onnxruntime, one thread per physical core"
-vit-perception bench --model "$OUT/teacher/best.pt" --backend torch onnxruntime \
-  --iters "$BENCH_ITERS" --json "$OUT/eval/bench_teacher.json"
-vit-perception bench --model "$OUT/distilled_unlabelled/best.pt" --backend torch onnxruntime \
-  --iters "$BENCH_ITERS" --json "$OUT/eval/bench_student.json"
+log "bench: teacher and student in one run, torch (eager and compiled) and onnxruntime, one thread per physical core"
+vit-perception bench --model "$OUT/teacher/best.pt" "$OUT/distilled_unlabelled/best.pt" \
+  --backend torch onnxruntime --iters "$BENCH_ITERS" --json "$OUT/eval/bench.json"
+vit-perception bench --model "$OUT/teacher/best.pt" "$OUT/distilled_unlabelled/best.pt" \
+  --backend torch --compile --iters "$BENCH_ITERS" --json "$OUT/eval/bench_compile.json"
 python - "$OUT" "$STYLE" "$STUDENT_MIN" "$TEST_FRAMES" <<'PY'
 import json, sys
 from pathlib import Path
 out, style, minutes, frames = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 ev = {r: json.loads((out / "eval" / f"{r}.json").read_text())
       for r in ("teacher", "labels_only", "distilled", "distilled_unlabelled")}
-bench = {k: json.loads((out / "eval" / f"bench_{k}.json").read_text())
-         for k in ("teacher", "student")}
-def ms(b, backend):  # end to end per frame (preprocess + infer + postprocess), batch 1
-    return 1000.0 / b[backend]["fps"] if backend in b else None
+bench = {**json.loads((out / "eval" / "bench.json").read_text()),
+         **json.loads((out / "eval" / "bench_compile.json").read_text())}
+def ms(model, backend):  # end to end per frame (preprocess + infer + postprocess), batch 1
+    label = f"{model}/best.pt {backend}"
+    return 1000.0 / bench[label]["fps"] if label in bench else None
 print(f"\nheld-out bag ({style} style, {frames} frames); students: {minutes} min each")
 print(f"{'model':36s} {'AP50':>6s} {'AP':>6s}")
 names = {"teacher": "teacher", "labels_only": "student, labels alone",
@@ -118,8 +119,8 @@ names = {"teacher": "teacher", "labels_only": "student, labels alone",
          "distilled_unlabelled": "student distilled, labels + 4x unl."}
 for r, m in ev.items():
     print(f"{names[r]:36s} {m['AP50']:6.3f} {m['AP']:6.3f}")
-for backend in ("torch", "onnxruntime"):
-    t, s = ms(bench["teacher"], backend), ms(bench["student"], backend)
+for backend in ("torch", "torch+compile", "onnxruntime"):
+    t, s = ms("teacher", backend), ms("distilled_unlabelled", backend)
     if t and s:
         print(f"latency {backend}: teacher {t:.1f} ms, student {s:.1f} ms, {t / s:.1f}x faster")
 PY

@@ -5,7 +5,8 @@
 # Usage (from the repository root, after `source env.sh`):
 #   scripts/distill_student.sh CORE NAME SEED train|distill|distill-labels [--set KEY=VALUE ...]
 # Environment: OUT (runs/d2: bags in OUT/bags as `synth` wrote them, the run in OUT/NAME, the
-# evals in OUT/eval), MIN (20), TEACHER (OUT/teacherA/best.pt), TEST (test600).
+# evals in OUT/eval), MIN (20), TEACHER (OUT/teacherA/best.pt), TEST (test600), UNLABELLED (the
+# unlabelled bags' names under OUT/bags, space-separated; default: unlabelled).
 # `distill` is the cached mode with teacher targets on the unlabelled bag only
 # (teacher_cache=true, kd_labelled=false, no feature distillation); `distill-labels` has no
 # unlabelled bag and distils on the labelled frames (kd_labelled=true) beside their ground truth;
@@ -27,7 +28,8 @@ case $kind in
   train) "${pin[@]}" vit-perception train --config vit_nano_detr "${S[@]}" "$@" ;;
   distill-labels) "${pin[@]}" vit-perception distill "${KD[@]}" "${S[@]}" \
       --set distill.kd_labelled=true "$@" ;;
-  *) "${pin[@]}" vit-perception distill "${KD[@]}" --unlabelled "$B/unlabelled" "${S[@]}" \
+  *) read -ra U <<< "${UNLABELLED:-unlabelled}"
+     "${pin[@]}" vit-perception distill "${KD[@]}" --unlabelled "${U[@]/#/$B/}" "${S[@]}" \
       --set distill.kd_labelled=false "$@" ;;
 esac
 for ck in best last; do

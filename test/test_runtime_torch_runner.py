@@ -176,6 +176,22 @@ def test_graphs_keep_the_cached_tables_they_read(tiny):
     assert (1, grid[0] * grid[1], 4) in shapes  # the two-stage anchors
 
 
+def test_compiled_model_on_the_cpu_matches_eager(tiny, tmp_path, monkeypatch):
+    """``compile=True`` on the CPU (inductor's C++ kernels) gives eager's detections and
+    features (the compiled code goes to a fresh cache, so this test compiles)."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    x = torch.randn(1, 3, H, W, generator=torch.Generator().manual_seed(2))
+    ref = {k: v.clone() for k, v in TorchRunner(tiny).infer({"images": x}).items()}
+    runner = TorchRunner(tiny, compile=True, cache_dir=tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = runner.infer({"images": x})
+    box_err, prob_err = _match_errors(ref, out)
+    assert box_err < 1e-4 and prob_err < 1e-4, (box_err, prob_err)
+    assert torch.allclose(out["features"], ref["features"], atol=1e-4, rtol=1e-4)
+    assert any((tmp_path / "inductor").iterdir())
+
+
 def test_compile_cache_dir(tmp_path, monkeypatch):
     from vit_perception.runtime.torch_runner import inductor_cache_dir
 

@@ -1,8 +1,12 @@
 """`vit-perception bench`: preprocess / infer / postprocess latency and fps per backend.
 
 All backends run in one process on the same frames, after warm-up; figures are medians and tail
-percentiles in milliseconds. ``--json`` writes ``{backend: {"preprocess": {...}, "infer": {...},
-"postprocess": {...}, "fps": F}, "machine": {...}}``.
+percentiles in milliseconds. ``--model`` takes several models (a teacher and its student): each
+runs every backend on the same camera frames (``--frame-size``, default the first model's input
+size), each at its own input size, and the table adds each model's speed-up over the first per
+backend. ``--json`` writes ``{label: {"preprocess": {...}, "infer": {...}, "postprocess": {...},
+"fps": F, "model": M, "input_size": [W, H]}, "machine": {...}}``; the label is the backend, led
+by the model's short name when there are several.
 """
 
 from __future__ import annotations
@@ -24,7 +28,10 @@ INT8_VARIANTS = {"int8-static": True, "int8-dynamic": False}
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="vit_s16_detr",
                         help="model config name or YAML (random weights; default %(default)s)")
-    parser.add_argument("--model", help="checkpoint .pt, .onnx or .engine (overrides --config)")
+    parser.add_argument("--model", nargs="+", metavar="MODEL",
+                        help="checkpoint .pt, .onnx or .engine, or a config name (overrides "
+                             "--config); several (a teacher and its student) run in one "
+                             "process on the same frames and are compared")
     parser.add_argument("--backend", nargs="+", default=["torch", "onnxruntime"],
                         help="backends to compare (torch onnxruntime tensorrt), each optionally "
                              "with its own precision: onnxruntime:int8 torch:bf16")
@@ -156,7 +163,25 @@ def bench_visuals(prediction: Any, frame: Any, iters: int) -> dict[str, dict[str
     return out
 
 
-def format_table(results: dict[str, dict[str, Any]]) -> str:
+def short_name(model: str) -> str:
+    """``runs/d2/teacherA/best.pt`` -> ``teacherA/best.pt``; a config name stays as it is."""
+    path = Path(model)
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
+def speedups(labels: dict[str, tuple[int, str]]) -> list[tuple[str, str]]:
+    """``(other, reference)`` label pairs to compare: the first model's backends against its
+    first, then each later model against the first model on the same backend."""
+    first = [label for label, (m, _) in labels.items() if m == 0]
+    pairs = [(other, first[0]) for other in first[1:]]
+    by_spec = {spec: label for label, (m, spec) in labels.items() if m == 0}
+    pairs += [(label, by_spec[spec]) for label, (m, spec) in labels.items()
+              if m > 0 and spec in by_spec]
+    return pairs
+
+
+def format_table(results: dict[str, dict[str, Any]],
+                 pairs: list[tuple[str, str]] | None = None) -> str:
     width = max([18, *(len(n) + 2 for n in results)])
     head = f"{'backend':<{width}}" + "".join(
         f"{s + ' med/p90/p99 ms':>30}" for s in STAGES) + f"{'fps':>8}"
@@ -165,79 +190,106 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
         cells = "".join(
             f"{r[s]['median']:>12.2f}{r[s]['p90']:>9.2f}{r[s]['p99']:>9.2f}" for s in STAGES)
         lines.append(f"{name:<{width}}{cells}{r['fps']:>8.1f}")
-    names = list(results)
-    if len(names) > 1:
-        ref = names[0]
-        for other in names[1:]:
-            infer = results[ref]["infer"]["median"] / results[other]["infer"]["median"]
-            fps = results[other]["fps"] / results[ref]["fps"]
-            lines.append(f"{other} vs {ref}: infer {infer:.2f}x faster, end to end {fps:.2f}x fps")
+    if pairs is None:
+        names = list(results)
+        pairs = [(other, names[0]) for other in names[1:]]
+    for other, ref in pairs:
+        infer = results[ref]["infer"]["median"] / results[other]["infer"]["median"]
+        fps = results[other]["fps"] / results[ref]["fps"]
+        lines.append(f"{other} vs {ref}: infer {infer:.2f}x faster, end to end {fps:.2f}x fps")
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
+def load_backend(args: argparse.Namespace, model: str, spec: str, threads: int,
+                 first: bool) -> tuple[str, Any] | None:
+    """(label, predictor) of one ``--backend`` spec for ``model``; None (said on stderr) when
+    that backend cannot run here. ``--onnx`` is the first model's export."""
     import warnings
 
-    import torch
-
     from vit_perception.runtime.base import RunnerError
-    from vit_perception.runtime.onnx_runner import physical_cores
     from vit_perception.runtime.predictor import Predictor
     from vit_perception.runtime.runner_options import torch_runner_options
 
+    backend, _, precision = spec.partition(":")
+    precision = variant = precision or args.precision
+    options: dict[str, Any] = torch_runner_options(args, backend)
+    if backend in ("torch", "onnxruntime", "onnx", "ort"):
+        options["threads"] = threads
+    if precision in INT8_VARIANTS:  # onnxruntime:int8-static / int8-dynamic
+        options["int8_calibrated"] = INT8_VARIANTS[precision]
+        precision = "int8"
+    onnx = args.onnx if first else None
+    source = onnx if onnx and backend in ("onnxruntime", "onnx", "ort") else model
+    graphs = options.get("cuda_graphs", str(args.device).startswith("cuda"))
+    label = backend + ("+compile" if options.get("compile") else "") + \
+        ("+graphs" if backend == "torch" and graphs else "") + \
+        (f":{variant}" if variant != args.precision else "")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            predictor = Predictor.load(
+                source, backend=backend, device=args.device, precision=precision,
+                input_size=args.size, score_threshold=0.5, cache_dir=args.cache_dir, **options)
+    except RunnerError as exc:
+        prefix = f"{short_name(model)} " if args.model and len(args.model) > 1 else ""
+        print(f"{prefix}{spec}: skipped: {exc}", file=sys.stderr)
+        return None
+    return label, predictor
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from vit_perception.runtime.onnx_runner import physical_cores
+
     threads = args.threads or physical_cores()
     torch.set_num_threads(threads)
-    model = args.model or args.config
+    models = args.model or [args.config]
     results: dict[str, dict[str, Any]] = {}
+    labels: dict[str, tuple[int, str]] = {}
+    sizes: dict[str, tuple[int, int]] = {}
     frames = None
     visuals: dict[str, dict[str, float]] | None = None
-    for spec in args.backend:
-        backend, _, precision = spec.partition(":")
-        precision = variant = precision or args.precision
-        options: dict[str, Any] = torch_runner_options(args, backend)
-        if backend in ("torch", "onnxruntime", "onnx", "ort"):
-            options["threads"] = threads
-        if precision in INT8_VARIANTS:  # onnxruntime:int8-static / int8-dynamic
-            options["int8_calibrated"] = INT8_VARIANTS[precision]
-            precision = "int8"
-        source = args.onnx if args.onnx and backend in ("onnxruntime", "onnx", "ort") else model
-        graphs = options.get("cuda_graphs", str(args.device).startswith("cuda"))
-        label = backend + ("+compile" if options.get("compile") else "") + \
-            ("+graphs" if backend == "torch" and graphs else "") + \
-            (f":{variant}" if variant != args.precision else "")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                predictor = Predictor.load(
-                    source, backend=backend, device=args.device, precision=precision,
-                    input_size=args.size, score_threshold=0.5, cache_dir=args.cache_dir,
-                    **options)
-        except RunnerError as exc:
-            print(f"{spec}: skipped: {exc}", file=sys.stderr)
-            continue
-        kind = getattr(predictor.runner, "int8_kind", "")
-        if kind:
-            print(f"{label}: int8 {kind}")
-        if frames is None:
-            fw, fh = args.frame_size or predictor.input_size
-            frames = [natural_frame(fw, fh, seed=i) for i in range(args.batch)]
-        with predictor:
-            results[label] = bench_backend(predictor, frames, args.iters, args.warmup)
-            if visuals is None:
-                visuals = bench_visuals(predictor.predict(frames[0]), frames[0], args.iters)
-        w, h = predictor.input_size
+    for index, model in enumerate(models):
+        prefix = f"{short_name(model)} " if len(models) > 1 else ""
+        for spec in args.backend:
+            loaded = load_backend(args, model, spec, threads, first=index == 0)
+            if loaded is None:
+                continue
+            label, predictor = prefix + loaded[0], loaded[1]
+            kind = getattr(predictor.runner, "int8_kind", "")
+            if kind:
+                print(f"{label}: int8 {kind}")
+            if frames is None:
+                fw, fh = args.frame_size or predictor.input_size
+                frames = [natural_frame(fw, fh, seed=i) for i in range(args.batch)]
+            with predictor:
+                results[label] = bench_backend(predictor, frames, args.iters, args.warmup)
+                if visuals is None:
+                    visuals = bench_visuals(predictor.predict(frames[0]), frames[0], args.iters)
+            labels[label] = (index, spec)
+            sizes[label] = tuple(predictor.input_size)  # type: ignore[assignment]
     if not results:
         print("no backend could run", file=sys.stderr)
         return 1
-    print(f"model {model}  input {w}x{h}  batch {args.batch}  device {args.device}  "
-          f"{args.precision}  threads {threads}  iters {args.iters}")
-    print(format_table(results))
+    inputs: dict[str, tuple[int, int]] = {}
+    for label, (m, _) in labels.items():
+        inputs.setdefault(models[m], sizes[label])
+    fw, fh = frames[0].shape[1], frames[0].shape[0]  # type: ignore[index]
+    print("  ".join(f"model {m}  input {w}x{h}" for m, (w, h) in inputs.items()) +
+          f"  frame {fw}x{fh}  batch {args.batch}  device {args.device}  {args.precision}  "
+          f"threads {threads}  iters {args.iters}")
+    print(format_table(results, speedups(labels)))
     if visuals:
         print("node image outputs, ms per frame (median/p90): " + ", ".join(
             f"{k} {v['median']:.2f}/{v['p90']:.2f}" for k, v in visuals.items()))
     if args.json:
-        out: dict[str, Any] = {k: {s: v[s] for s in (*STAGES, "fps")} for k, v in results.items()}
-        out["machine"] = {**machine_info(threads), "model": str(model), "input_size": [w, h],
+        out: dict[str, Any] = {
+            k: {**{s: v[s] for s in (*STAGES, "fps")}, "model": str(models[labels[k][0]]),
+                "input_size": list(sizes[k])} for k, v in results.items()}
+        w, h = sizes[next(iter(results))]
+        out["machine"] = {**machine_info(threads), "model": str(models[0]), "input_size": [w, h],
+                          "models": [str(m) for m in models], "frame_size": [fw, fh],
                           "batch": args.batch, "device": args.device,
                           "precision": args.precision, "iters": args.iters,
                           "warmup": args.warmup}
