@@ -201,9 +201,10 @@ def format_table(results: dict[str, dict[str, Any]],
 
 
 def load_backend(args: argparse.Namespace, model: str, spec: str, threads: int,
-                 first: bool) -> tuple[str, Any] | None:
-    """(label, predictor) of one ``--backend`` spec for ``model``; None (said on stderr) when
-    that backend cannot run here. ``--onnx`` is the first model's export."""
+                 first: bool, prefix: str = "") -> tuple[str, Any] | None:
+    """(label, predictor) of one ``--backend`` spec for ``model``, the label led by ``prefix``;
+    None (said on stderr) when that backend cannot run here. ``--onnx`` is the first model's
+    export."""
     import warnings
 
     from vit_perception.runtime.base import RunnerError
@@ -221,7 +222,7 @@ def load_backend(args: argparse.Namespace, model: str, spec: str, threads: int,
     onnx = args.onnx if first else None
     source = onnx if onnx and backend in ("onnxruntime", "onnx", "ort") else model
     graphs = options.get("cuda_graphs", str(args.device).startswith("cuda"))
-    label = backend + ("+compile" if options.get("compile") else "") + \
+    label = prefix + backend + ("+compile" if options.get("compile") else "") + \
         ("+graphs" if backend == "torch" and graphs else "") + \
         (f":{variant}" if variant != args.precision else "")
     try:
@@ -231,7 +232,6 @@ def load_backend(args: argparse.Namespace, model: str, spec: str, threads: int,
                 source, backend=backend, device=args.device, precision=precision,
                 input_size=args.size, score_threshold=0.5, cache_dir=args.cache_dir, **options)
     except RunnerError as exc:
-        prefix = f"{short_name(model)} " if args.model and len(args.model) > 1 else ""
         print(f"{prefix}{spec}: skipped: {exc}", file=sys.stderr)
         return None
     return label, predictor
@@ -247,16 +247,15 @@ def run(args: argparse.Namespace) -> int:
     models = args.model or [args.config]
     results: dict[str, dict[str, Any]] = {}
     labels: dict[str, tuple[int, str]] = {}
-    sizes: dict[str, tuple[int, int]] = {}
     frames = None
     visuals: dict[str, dict[str, float]] | None = None
     for index, model in enumerate(models):
         prefix = f"{short_name(model)} " if len(models) > 1 else ""
         for spec in args.backend:
-            loaded = load_backend(args, model, spec, threads, first=index == 0)
+            loaded = load_backend(args, model, spec, threads, index == 0, prefix)
             if loaded is None:
                 continue
-            label, predictor = prefix + loaded[0], loaded[1]
+            label, predictor = loaded
             kind = getattr(predictor.runner, "int8_kind", "")
             if kind:
                 print(f"{label}: int8 {kind}")
@@ -267,14 +266,15 @@ def run(args: argparse.Namespace) -> int:
                 results[label] = bench_backend(predictor, frames, args.iters, args.warmup)
                 if visuals is None:
                     visuals = bench_visuals(predictor.predict(frames[0]), frames[0], args.iters)
+            results[label]["model"] = str(model)
+            results[label]["input_size"] = list(predictor.input_size)
             labels[label] = (index, spec)
-            sizes[label] = tuple(predictor.input_size)  # type: ignore[assignment]
     if not results:
         print("no backend could run", file=sys.stderr)
         return 1
-    inputs: dict[str, tuple[int, int]] = {}
-    for label, (m, _) in labels.items():
-        inputs.setdefault(models[m], sizes[label])
+    inputs: dict[str, list[int]] = {}
+    for r in results.values():
+        inputs.setdefault(r["model"], r["input_size"])
     fw, fh = frames[0].shape[1], frames[0].shape[0]  # type: ignore[index]
     print("  ".join(f"model {m}  input {w}x{h}" for m, (w, h) in inputs.items()) +
           f"  frame {fw}x{fh}  batch {args.batch}  device {args.device}  {args.precision}  "
@@ -284,10 +284,9 @@ def run(args: argparse.Namespace) -> int:
         print("node image outputs, ms per frame (median/p90): " + ", ".join(
             f"{k} {v['median']:.2f}/{v['p90']:.2f}" for k, v in visuals.items()))
     if args.json:
-        out: dict[str, Any] = {
-            k: {**{s: v[s] for s in (*STAGES, "fps")}, "model": str(models[labels[k][0]]),
-                "input_size": list(sizes[k])} for k, v in results.items()}
-        w, h = sizes[next(iter(results))]
+        out: dict[str, Any] = {k: {s: v[s] for s in (*STAGES, "fps", "model", "input_size")}
+                               for k, v in results.items()}
+        w, h = next(iter(results.values()))["input_size"]
         out["machine"] = {**machine_info(threads), "model": str(models[0]), "input_size": [w, h],
                           "models": [str(m) for m in models], "frame_size": [fw, fh],
                           "batch": args.batch, "device": args.device,

@@ -91,6 +91,8 @@ def _reference(args: argparse.Namespace, bag: Path, classes_src, result) -> dict
     from vit_perception.evaluation.probe import collect_features
     from vit_perception.evaluation.probe_backbone import load_backbone
 
+    if result.pooled is None or result.frame_ids is None:
+        raise ValueError(f"{bag}: no pooled box features to compare with --reference")
     backbone, cfg = load_backbone(args.reference, args.config)
     inp = cfg["input"]
     frames = read_frames(bag, args.image_topic, args.labels_topic, classes=classes_src,
@@ -98,8 +100,6 @@ def _reference(args: argparse.Namespace, bag: Path, classes_src, result) -> dict
     ref, _ = collect_features(backbone, frames, (int(inp["width"]), int(inp["height"])),
                               inp.get("mean"), inp.get("std"), device=args.device,
                               batch_size=args.batch_size).pooled()
-    if result.pooled is None or result.frame_ids is None:
-        raise ValueError(f"{bag}: no pooled box features to compare with --reference")
     return fidelity(result.pooled, ref, result.frame_ids, args.test_fraction)
 
 

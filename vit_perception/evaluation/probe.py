@@ -410,8 +410,9 @@ def collect_features(backbone: torch.nn.Module, frames: Iterable, input_size: tu
                      mean, std, *, device: str = "cpu", batch_size: int = 8,
                      keep: Iterable[int] = (), progress: Callable[[int], None] | None = None,
                      crop_size: int = 0) -> FeatureCollector:
-    """``backbone`` run over the labelled ``frames``: the filled ``FeatureCollector``, for
-    ``result()`` (the probes) or ``pooled()`` (the box features alone)."""
+    """``backbone`` run over the labelled ``frames``: the ``FeatureCollector``, for
+    ``result()`` (the probes) or ``pooled()`` (the box features alone); both run its last
+    batch."""
     collector = FeatureCollector(backbone, input_size, mean, std, device, batch_size, keep,
                                  crop_size)
     for ordinal, frame in enumerate(frames):
@@ -419,5 +420,4 @@ def collect_features(backbone: torch.nn.Module, frames: Iterable, input_size: tu
             collector.add(ordinal, frame.image, frame.boxes, frame.labels, frame.class_names)
         if progress is not None:
             progress(1)
-    collector.flush()
     return collector
