@@ -108,6 +108,8 @@ def test_cli_model_mode_json(tmp_path, lab_bag, monkeypatch):
     metrics = json.loads(out.read_text())
     assert set(METRIC_KEYS) <= set(metrics)
     assert set(metrics["latency_ms"]) == {"median", "p90", "p99", "mean"} and "fps" in metrics
+    # the fake predicts the ground truth: found and named, so merging the classes changes nothing
+    assert metrics["class_agnostic"]["AP50"] == pytest.approx(metrics["AP50"])
     assert (tmp_path / "m_predictions" / "metadata.yaml").exists()
     assert (tmp_path / "m_eval" / "pr_curve.png").exists()
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vit_perception.evaluation.coco_metrics import METRIC_KEYS, coco_dicts, coco_metrics
+from vit_perception.evaluation.coco_metrics import (
+    METRIC_KEYS,
+    class_agnostic_metrics,
+    coco_dicts,
+    coco_metrics,
+    format_table,
+)
 
 CLASSES = ["a", "b", "c"]
 
@@ -82,3 +88,18 @@ def test_wrong_class_gives_zero_and_empty_predictions(rng):
     assert m["AP"] == 0.0 and m["per_class"] == {"a": 0.0, "b": -1.0, "c": -1.0}
     with pytest.raises(ValueError):
         coco_metrics(gt, [], CLASSES)
+
+
+def test_class_agnostic_counts_a_found_box_whatever_its_class(rng):
+    gt, _ = _random_set(rng, 10)
+    # every box found, every class wrong: nothing per class, everything with classes merged
+    wrong = [{"boxes": g["boxes"], "labels": (np.asarray(g["labels"]) + 1) % len(CLASSES),
+              "scores": np.ones(len(g["labels"]))} for g in gt]
+    assert coco_metrics(gt, wrong, CLASSES)["AP50"] == 0.0
+    assert class_agnostic_metrics(gt, wrong) == {"AP": pytest.approx(1.0),
+                                                 "AP50": pytest.approx(1.0)}
+    # a box that misses stays a miss however the classes are merged
+    shifted = [{"boxes": np.asarray(g["boxes"], np.float64) + 1000.0, "labels": g["labels"],
+                "scores": np.ones(len(g["labels"]))} for g in gt]
+    assert class_agnostic_metrics(gt, shifted)["AP50"] == 0.0
+    assert "any class" in format_table({"AP": 0.0, "class_agnostic": {"AP": 1.0, "AP50": 1.0}})

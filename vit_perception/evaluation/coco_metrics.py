@@ -2,6 +2,7 @@
 
     metrics = coco_metrics(ground_truth, predictions, class_names)
     metrics["AP"], metrics["AP50"], ..., metrics["per_class"]["red_cube"]
+    class_agnostic_metrics(ground_truth, predictions)  # {"AP": .., "AP50": ..}: found, any name
 
 `ground_truth` and `predictions` are per-image lists (same length, same order). Each item is a
 dict or an object with `boxes` (`[n, 4]` xyxy pixels) and `labels` (`[n]` class indices into
@@ -128,6 +129,30 @@ def coco_metrics(ground_truth: Sequence, predictions: Sequence, class_names: Seq
     return out
 
 
+def class_agnostic_metrics(ground_truth: Sequence, predictions: Sequence,
+                           backend: str | None = None) -> dict[str, float]:
+    """AP and AP50 with every class merged into one: how well the objects are found, whatever
+    class they are given. Far above the per-class figures, the detector localises but names
+    the objects wrongly; about equal, naming is not what fails.
+    """
+    def merged(items: Sequence, scored: bool) -> list[dict]:
+        out = []
+        for item in items:
+            boxes = _boxes(item)
+            labels = np.asarray(_field(item, "labels"), np.int64).reshape(-1)
+            keep = labels >= 0
+            one = {"boxes": boxes[keep], "labels": np.zeros(int(keep.sum()), np.int64),
+                   "width": _field(item, "width", 0), "height": _field(item, "height", 0)}
+            if scored:
+                one["scores"] = np.asarray(_field(item, "scores"), np.float64).reshape(-1)[keep]
+            out.append(one)
+        return out
+
+    m = coco_metrics(merged(ground_truth, False), merged(predictions, True), ["object"],
+                     backend=backend)
+    return {"AP": m["AP"], "AP50": m["AP50"]}
+
+
 def format_table(metrics: dict) -> str:
     """A plain-text table of the metrics (and per-class AP, latency when present)."""
     lines = ["metric      value"]
@@ -140,6 +165,10 @@ def format_table(metrics: dict) -> str:
         width = max(len(n) for n in per_class)
         for name, ap in per_class.items():
             lines.append(f"  {name:<{width}} {ap:7.4f}")
+    agnostic = metrics.get("class_agnostic")
+    if agnostic:
+        lines.append(f"any class   AP {agnostic['AP']:.4f}  AP50 {agnostic['AP50']:.4f}"
+                     "  (every class merged: objects found, whatever their name)")
     lat = metrics.get("latency_ms")
     if lat:
         lines.append("latency ms  " + "  ".join(f"{k} {v:.2f}" for k, v in lat.items()))

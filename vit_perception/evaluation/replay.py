@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vit_perception.evaluation.coco_metrics import coco_metrics
+from vit_perception.evaluation.coco_metrics import class_agnostic_metrics, coco_metrics
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,8 @@ class _Collector:
                         self.dropped_names)
         if self.gt:
             metrics = coco_metrics(self.gt, self.pred, self.class_names, return_eval=True)
+            if len(self.class_names) > 1:
+                metrics["class_agnostic"] = class_agnostic_metrics(self.gt, self.pred)
         else:
             raise ValueError("no labelled frames to evaluate")
         coco_eval = metrics.pop("_eval", None)
