@@ -130,3 +130,33 @@ def test_scene_length_option(tmp_path, capsys):
         write_synthetic_bag(tmp_path / "bad", frames=1, scene_length=(0, 2))
     assert main(["synth", str(tmp_path / "cli"), "--style", "photo", "--frames", "2", "--size",
                  "96x64", "--scene-length", "1-2"]) == 0
+
+
+def _flat_share(image: np.ndarray) -> float:
+    """Share of pixels within 12 levels of the frame's median, in every channel."""
+    near = np.abs(image.astype(int) - np.median(image, axis=(0, 1))) <= 12
+    return float(near.all(axis=2).mean())
+
+
+def test_plain_background_is_flat_and_keeps_the_marks(tmp_path, capsys):
+    plain = PhotoScene(160, 120, 10, seed=2, scene_length=(1, 1), background="plain")
+    mixed = PhotoScene(160, 120, 10, seed=2, scene_length=(1, 1))
+    plain_share, mixed_share, marks = [], [], 0
+    for i in range(12):
+        img, boxes, labels = plain.render(i)
+        plain_share.append(_flat_share(img))
+        mixed_share.append(_flat_share(mixed.render(i)[0]))
+        marks += len(boxes)
+        for x1, y1, x2, y2 in boxes.astype(int):  # the mark is drawn: its box is not flat
+            assert _flat_share(img[y1:y2, x1:x2]) < 0.95
+    assert min(plain_share) > 0.5 and np.median(mixed_share) < 0.5
+    assert marks >= 12
+    with pytest.raises(ValueError, match="background"):
+        PhotoScene(64, 48, 2, background="sky")
+    # the command: photo style only, a clear one-line error otherwise
+    assert main(["synth", str(tmp_path / "p"), "--style", "photo", "--background", "plain",
+                 "--frames", "2", "--size", "96x64"]) == 0
+    assert "plain background" in capsys.readouterr().out
+    assert main(["synth", str(tmp_path / "lab"), "--background", "plain", "--frames", "2"]) == 2
+    assert "--style photo only" in capsys.readouterr().err
+    assert not (tmp_path / "lab").exists()

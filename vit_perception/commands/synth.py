@@ -36,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="lab: coloured objects (default); photo: marks that differ only in "
                              "shape on photographs and textures, with distractors, lighting and "
                              "blur changes")
+    parser.add_argument("--background", choices=("mixed", "plain"), default="mixed",
+                        help="photo style: mixed (photographs and textures, default) or plain "
+                        "(one flat grey level a scene: a control where only the marks hold "
+                        "structure)")
     parser.add_argument("--classes", type=int, default=4,
                         help="number of object classes: 1-8 for lab, 1-10 for photo (4)")
     parser.add_argument("--compressed", action="store_true",
@@ -55,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         names = class_names(args.classes, args.style)
+        if args.background != "mixed" and args.style != "photo":
+            raise ValueError(f"--background {args.background} is for --style photo only")
     except ValueError as exc:
         print(f"vit-perception synth: error: {exc}", file=sys.stderr)
         return 2
@@ -64,10 +70,11 @@ def run(args: argparse.Namespace) -> int:
         args.out_bag, frames=args.frames, seed=args.seed, size=args.size,
         storage=args.storage, num_classes=args.classes, compressed=args.compressed,
         objects_per_frame=args.objects_per_frame, style=args.style,
-        scene_length=args.scene_length,
+        scene_length=args.scene_length, background=args.background,
     )
     w, h = args.size
-    print(f"wrote {path}: {args.frames} frames {w}x{h} ({args.style} style, {args.storage}"
+    plain = ", plain background" if args.background != "mixed" else ""
+    print(f"wrote {path}: {args.frames} frames {w}x{h} ({args.style} style{plain}, {args.storage}"
           f"{', compressed' if args.compressed else ''}), classes "
           f"{', '.join(sorted(names))} in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -324,13 +324,15 @@ def write_synthetic_bag(
     labels_topic: str = "/labels",
     style: str = "lab",
     scene_length: tuple[int, int] | None = None,
+    background: str = "mixed",
 ) -> Path:
     """Write a synthetic bag to `out` (a new directory); returns its path.
 
     `size` is (width, height). Also writes `out/classes.txt` (sorted class names). `style`:
     "lab" (coloured objects, `SyntheticScene`) or "photo" (marks that differ only in shape on
     photographs and textures, `synth_photo.PhotoScene`). `scene_length`: (min, max) frames of
-    one scene, both included (default: the style's, 60-120 lab, 5-20 photo).
+    one scene, both included (default: the style's, 60-120 lab, 5-20 photo). `background`
+    (photo style only): "mixed" (photographs and textures) or "plain" (flat grey, a control).
     """
     from vit_perception.data.bag_writer import BagWriter
 
@@ -339,13 +341,15 @@ def write_synthetic_bag(
     scene: SyntheticScene | PhotoScene
     if scene_length is not None and not 1 <= scene_length[0] <= scene_length[1]:
         raise ValueError(f"scene length must be 1 <= MIN <= MAX frames, got {scene_length}")
+    if background != "mixed" and style != "photo":
+        raise ValueError(f"background {background!r} is for the photo style only")
     if style == "lab":
         scene = SyntheticScene(width, height, num_classes, seed, objects_per_frame,
                                *([(scene_length[0], scene_length[1] + 1)] if scene_length
                                  else []))
     elif style == "photo":
         scene = PhotoScene(width, height, num_classes, seed, objects_per_frame,
-                           *([scene_length] if scene_length else []))
+                           *([scene_length] if scene_length else []), background=background)
     else:
         raise ValueError(f"unknown synth style {style!r} (expected one of {', '.join(STYLES)})")
     names = scene.names

@@ -31,6 +31,9 @@ PHOTOGRAPHS = ["astronaut", "chelsea", "coffee", "rocket", "camera", "brick", "g
                "coins", "clock", "moon", "hubble_deep_field"]
 SCALE_RANGE = (0.03, 0.30)  # a mark's longer side / the frame's shorter side
 MIN_SIDE = 8  # px: smaller marks (tiny frames) are drawn at this size
+# mixed: photographs (65%) and textures; plain: one flat grey level per scene, a control that
+# leaves the marks' shapes (and their random colours) the only structure in a frame
+BACKGROUNDS = ("mixed", "plain")
 
 
 def photo_class_names(num_classes: int) -> list[str]:
@@ -269,7 +272,11 @@ class PhotoScene:
 
     def __init__(self, width: int = 640, height: int = 480, num_classes: int = 10, seed: int = 0,
                  objects_per_frame: tuple[int, int] = (1, 4), scene_length: tuple[int, int] =
-                 (5, 20), distractors: tuple[int, int] = (0, 3)):
+                 (5, 20), distractors: tuple[int, int] = (0, 3), background: str = "mixed"):
+        if background not in BACKGROUNDS:
+            raise ValueError(f"unknown photo background {background!r} (expected one of "
+                             f"{', '.join(BACKGROUNDS)})")
+        self.background = background
         self.w, self.h = width, height
         self.names = photo_class_names(num_classes)
         self.rng = np.random.default_rng(seed)
@@ -311,7 +318,9 @@ class PhotoScene:
         rng = self.rng
         m = self.margin
         bh, bw = self.h + 2 * m, self.w + 2 * m
-        if self.photos and rng.random() < 0.65:
+        if self.background == "plain":  # a control: one flat grey level, nothing to learn there
+            self._bg = np.full((bh, bw, 3), rng.uniform(40, 215), np.float32)
+        elif self.photos and rng.random() < 0.65:
             photo = self.photos[int(rng.integers(len(self.photos)))]
             self._bg = _photo_crop(rng, photo, bh, bw)
         else:
