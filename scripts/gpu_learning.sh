@@ -60,7 +60,11 @@ export PATH="$bin:$PATH"
 
 W="${GPU_LEARNING_WORK:-${TMPDIR:-/tmp}/vit_perception_gpu_learning}"
 [[ $quick == 1 ]] && W="${GPU_LEARNING_WORK:-$repo/runs/gpu_learning_dry}"
-rm -rf "$W" && mkdir -p "$W/logs" "$W/json" "$W/ph/eval" "$out"
+# a work folder of an earlier run is replaced; any other existing folder is left alone
+if [[ -e "$W" && ! -f "$W/.gpu_learning" ]]; then
+    gpu_wheels_die "$W exists and is not a work folder of this script (set GPU_LEARNING_WORK)"
+fi
+rm -rf "$W" && mkdir -p "$W/logs" "$W/json" "$W/ph/eval" "$out" && touch "$W/.gpu_learning"
 t0=$SECONDS
 log() { printf '[gpu_learning %4ds] %s\n' "$((SECONDS - t0))" "$*"; }
 # frames and minutes; --quick: a few frames and seconds, to run every step once on a CPU
