@@ -42,14 +42,13 @@ def distillation(w: Path) -> list[str]:
     ph = w / "ph"
     out = ["issue 13: teacher and students on the held-out photo bag (4 classes)",
            f"{'model':38s} {'ckpt':5s} {'AP50 / AP':>15s} {'any class':>15s} {'steps':>7s}"]
-    rows = [("teacher vit_s16_detr 320x240", "teacher", "teacher"),
-            ("student, labels alone", "labels_only", "labels_only"),
-            ("student distilled, labels", "distilled", "distilled"),
-            ("student distilled, labels + 4x unl.", "distilled_unlabelled",
-             "distilled_unlabelled")]
-    for label, run, prefix in rows:
+    rows = [("teacher vit_s16_detr 320x240", "teacher"),
+            ("student, labels alone", "labels_only"),
+            ("student distilled, labels", "distilled"),
+            ("student distilled, labels + 4x unl.", "distilled_unlabelled")]
+    for label, run in rows:  # the run folder ph/RUN, its evals ph/eval/RUN_{best,last}.json
         for ck in ("best", "last"):
-            ev = load(ph / "eval" / f"{prefix}_{ck}.json")
+            ev = load(ph / "eval" / f"{run}_{ck}.json")
             out.append(f"{label:38s} {ck:5s} {ap(ev)} {steps(ph / run):>7s}")
     bench = load(w / "json" / "bench.json") or {}
     fps = {key.split("/")[0]: v.get("fps") for key, v in bench.items() if isinstance(v, dict)}

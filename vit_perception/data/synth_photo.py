@@ -287,7 +287,7 @@ class PhotoScene:
         short = min(width, height)
         self.min_side = max(float(MIN_SIDE), SCALE_RANGE[0] * short)
         self.max_side = max(self.min_side + 1, SCALE_RANGE[1] * short)
-        self.photos = photographs()
+        self.photos = photographs() if background == "mixed" else ()  # plain: none drawn
         self._scene_end = -1
         self._noise = [self.rng.normal(0, 3, (height, width, 3)).astype(np.float32)
                        for _ in range(3)]
