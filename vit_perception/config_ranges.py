@@ -74,6 +74,8 @@ RANGES: dict[str, dict[str, Any]] = {
         "freeze_last_layer_steps": COUNT0, "student_temp": POSITIVE, "teacher_temp": POSITIVE,
         "teacher_temp_warmup_start": POSITIVE, "teacher_temp_warmup_steps": COUNT0,
         "center_momentum": FRACTION, "momentum_start": FRACTION, "momentum_end": FRACTION,
+        "centering": ("ema or sinkhorn", lambda v: v in ("ema", "sinkhorn")),
+        "sinkhorn_iterations": COUNT, "koleo_weight": NON_NEGATIVE,
         "lr": POSITIVE, "min_lr": NON_NEGATIVE, "warmup_steps": COUNT0,
         "weight_decay": NON_NEGATIVE, "weight_decay_end": NON_NEGATIVE,
         "clip_grad": NON_NEGATIVE, "ibot_weight": NON_NEGATIVE, "ibot_out_dim": COUNT,

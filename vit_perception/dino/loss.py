@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vit_perception.dino.sinkhorn import CENTERINGS, sinkhorn_knopp
+
 
 def _all_mean(x: Tensor) -> Tensor:
     """Mean over all processes (identity without torch.distributed)."""
@@ -35,20 +37,32 @@ class DINOLoss(nn.Module):
     (mean per-sample entropy, nats), ``batch_entropy`` (entropy of the batch-mean teacher
     distribution: how many prototypes are in use) and ``kl`` (mean KL(teacher || student) over
     the compared pairs). The centre is updated after the loss, from this batch's teacher rows.
+    ``centering="sinkhorn"`` (DINOv2) balances the teacher's global views of the batch with
+    ``sinkhorn_iterations`` Sinkhorn-Knopp steps instead of subtracting the centre (which is
+    still updated, so a run's state is the same either way).
     """
 
-    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9):
+    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9,
+                 centering: str = "ema", sinkhorn_iterations: int = 3):
         super().__init__()
         self.out_dim = int(out_dim)
         self.student_temp = float(student_temp)
         self.center_momentum = float(center_momentum)
+        self.centering = check_centering(centering)
+        self.sinkhorn_iterations = int(sinkhorn_iterations)
         self.register_buffer("center", torch.zeros(1, out_dim))
+
+    def targets(self, teacher: Tensor, teacher_temp: float) -> Tensor:
+        """The teacher's rows as target distributions (no gradient)."""
+        if self.centering == "sinkhorn":
+            return sinkhorn_knopp(teacher, teacher_temp, self.sinkhorn_iterations)
+        return F.softmax((teacher.float() - self.center) / teacher_temp, dim=-1).detach()
 
     def forward(self, student: Tensor, teacher: Tensor, teacher_temp: float,
                 n_global: int = 2) -> tuple[Tensor, dict[str, float]]:
         student_views = student.float().div(self.student_temp).chunk(
             student.shape[0] // (teacher.shape[0] // n_global))
-        teacher_probs = F.softmax((teacher.float() - self.center) / teacher_temp, dim=-1).detach()
+        teacher_probs = self.targets(teacher, teacher_temp)
         teacher_views = teacher_probs.chunk(n_global)
         total, kl, pairs = student.new_zeros(()), 0.0, 0
         for i, q in enumerate(teacher_views):
@@ -73,6 +87,13 @@ class DINOLoss(nn.Module):
         self.center.mul_(self.center_momentum).add_(batch_center * (1 - self.center_momentum))
 
 
+def check_centering(kind: str) -> str:
+    if kind not in CENTERINGS:
+        raise ValueError(f"pretrain.centering must be one of {', '.join(CENTERINGS)}, "
+                         f"not {kind!r}")
+    return kind
+
+
 @torch.no_grad()
 def collapse_stats(probs: Tensor) -> dict[str, float]:
     """``teacher_entropy`` (mean row entropy) and ``batch_entropy`` (of the mean row), nats."""
@@ -88,10 +109,13 @@ class PatchCentre(nn.Module):
     """The state of a patch-level loss: the student's temperature and the centre of the
     teacher's patch outputs (``[1, 1, K]``, an EMA of batch means over images and patches)."""
 
-    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9):
+    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9,
+                 centering: str = "ema", sinkhorn_iterations: int = 3):
         super().__init__()
         self.student_temp = float(student_temp)
         self.center_momentum = float(center_momentum)
+        self.centering = check_centering(centering)
+        self.sinkhorn_iterations = int(sinkhorn_iterations)
         self.register_buffer("center", torch.zeros(1, 1, out_dim))
 
     @torch.no_grad()
@@ -106,11 +130,17 @@ class PatchLoss(PatchCentre):
 
     ``forward(student [B, N, K], teacher [B, N, K], masks [B, N] bool, teacher_temp)``: the
     cross-entropy is averaged over each image's masked patches, then over images with a mask.
+    With ``centering="sinkhorn"`` the teacher's outputs at the masked positions are balanced
+    together (as DINOv2 does), the others are not used.
     """
 
     def forward(self, student: Tensor, teacher: Tensor, masks: Tensor,
                 teacher_temp: float) -> Tensor:
-        q = F.softmax((teacher.float() - self.center) / teacher_temp, dim=-1).detach()
+        if self.centering == "sinkhorn":
+            q = torch.zeros_like(teacher, dtype=torch.float32)  # every process joins the sums
+            q[masks] = sinkhorn_knopp(teacher[masks], teacher_temp, self.sinkhorn_iterations)
+        else:
+            q = F.softmax((teacher.float() - self.center) / teacher_temp, dim=-1).detach()
         ce = torch.sum(-q * F.log_softmax(student.float() / self.student_temp, dim=-1), dim=-1)
         m = masks.float()
         per_image = (ce * m).sum(-1) / m.sum(-1).clamp_min(1.0)

@@ -50,7 +50,8 @@ class DINONetwork(nn.Module):
 
     ``forward(views, masks)``: ``views`` is a list of ``[B, 3, S, S]`` batches (same-size views
     run through the backbone together); ``masks`` (optional) a list of ``[B, h*w]`` bools for
-    the first views. Returns ``cls [V*B, K]`` (view-major) and, with a patch head,
+    the first views. Returns ``cls [V*B, K]`` (view-major), ``embedding [G*B, D]`` (the
+    backbone's [CLS] of the first ``n_patch_views`` views, before the head) and, with a patch head,
     ``patch [G*B, n, K2]`` for the first ``len(masks)`` (or 2) views; with a pixel head and
     masks, ``pixel [G*B, n, p*p*3]`` for the same views.
     """
@@ -95,7 +96,9 @@ class DINONetwork(nn.Module):
                 keep = min(j, n_patch_views) - i
                 patch_out.append(patches[: keep * views[i].shape[0]])
             i = j
-        out = {"cls": self.head(torch.cat(cls_out))}
+        embeddings = torch.cat(cls_out)
+        out = {"cls": self.head(embeddings),
+               "embedding": embeddings[: min(n_patch_views, len(views)) * views[0].shape[0]]}
         if patch_out:
             tokens = torch.cat(patch_out)
             if self.has_patch_head:

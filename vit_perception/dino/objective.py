@@ -3,9 +3,11 @@
 ``Objective`` holds the losses (their centres are state to save for a resume) and runs
 teacher (global views, unmasked, no gradient) and student (all views, global ones masked when
 iBOT or the pixel target is on) to a scalar loss and the collapse statistics:
-``dino_weight * DINO + ibot_weight * iBOT + pixel_weight * pixel + dense_weight * dense``
-(``dino.dense``: the global views' patches matched across views by where they lie in the frame;
-it needs the views' ``geometry``).
+``dino_weight * DINO + ibot_weight * iBOT + pixel_weight * pixel + dense_weight * dense
++ koleo_weight * KoLeo`` (``dino.dense``: the global views' patches matched across views by where
+they lie in the frame; it needs the views' ``geometry``. ``dino.sinkhorn``: DINOv2's KoLeo on
+the student's [CLS] of each global view, and its Sinkhorn-Knopp centring for DINO and iBOT with
+``centering="sinkhorn"``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from vit_perception.dino.dense import DenseLoss
 from vit_perception.dino.loss import DINOLoss, PatchLoss
 from vit_perception.dino.masking import random_masks
 from vit_perception.dino.pixels import PixelLoss
+from vit_perception.dino.sinkhorn import koleo_loss
 
 
 def _patch_size(student: nn.Module) -> int:
@@ -28,15 +31,17 @@ def _patch_size(student: nn.Module) -> int:
 class Objective(nn.Module):
     def __init__(self, opts: dict, ibot: bool):
         super().__init__()
+        centring = {"centering": str(opts.get("centering", "ema")),
+                    "sinkhorn_iterations": int(opts.get("sinkhorn_iterations", 3))}
         self.dino = DINOLoss(int(opts["out_dim"]), float(opts["student_temp"]),
-                             float(opts["center_momentum"]))
+                             float(opts["center_momentum"]), **centring)
         self.ibot_weight = float(opts.get("ibot_weight") or 0.0) if ibot else 0.0
         self.patch = None
         dim = int(opts["out_dim"]) if not opts.get("ibot_separate_head", True) \
             else int(opts["ibot_out_dim"])  # the patch head's prototypes
         if self.ibot_weight > 0:
             self.patch = PatchLoss(dim, float(opts["student_temp"]),
-                                   float(opts["center_momentum"]))
+                                   float(opts["center_momentum"]), **centring)
         self.dino_weight = float(opts.get("dino_weight", 1.0))
         self.dense_weight = float(opts.get("dense_weight") or 0.0) if ibot else 0.0
         self.dense = None
@@ -45,6 +50,7 @@ class Objective(nn.Module):
                                    float(opts["center_momentum"]))
         self.pixel_weight = float(opts.get("pixel_weight") or 0.0) if ibot else 0.0
         self.pixel = PixelLoss(str(opts.get("pixel_loss", "l1")))  # checks the kind
+        self.koleo_weight = float(opts.get("koleo_weight") or 0.0)
         self.mask_ratio = tuple(float(v) for v in opts["ibot_mask_ratio"])
         self.mask_prob = float(opts["ibot_mask_prob"])
 
@@ -72,6 +78,10 @@ class Objective(nn.Module):
         stats["dino_loss"] = float(loss.detach())
         if self.dino_weight != 1.0:
             loss = self.dino_weight * loss
+        if self.koleo_weight > 0:
+            koleo = torch.stack([koleo_loss(e) for e in s_out["embedding"].chunk(2)]).sum()
+            stats["koleo_loss"] = float(koleo.detach())
+            loss = loss + self.koleo_weight * koleo
         if self.patch is not None and masks is not None:
             patch_loss = self.patch(s_out["patch"], t_out["patch"], torch.cat(masks),
                                     teacher_temp)

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 # beside the detector's (training/optim.py): iBOT's mask token, the weight-normalised gain
 NO_DECAY_EXTRA = ("mask_token", "weight_g")
 STAT_KEYS = ("dino_loss", "ibot_loss", "pixel_loss", "dense_loss", "dense_overlap",
-             "teacher_entropy", "batch_entropy", "kl")
+             "koleo_loss", "teacher_entropy", "batch_entropy", "kl")
 
 
 def pretrain(cfg: dict, bags: Sequence[str | Path], out_dir: str | Path, *,

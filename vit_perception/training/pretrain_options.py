@@ -61,6 +61,12 @@ PRETRAIN_DEFAULTS: dict = {
     "teacher_temp_warmup_start": 0.04,
     "teacher_temp_warmup_steps": 300,
     "center_momentum": 0.9,
+    # DINOv2's additions (dino/sinkhorn.py): the teacher's outputs balanced over the batch by
+    # Sinkhorn-Knopp ("sinkhorn") in place of the EMA centre ("ema"), for DINO and iBOT; and
+    # the KoLeo regulariser on the student's [CLS] of each global view (DINOv2: 0.1; 0 = off)
+    "centering": "ema",
+    "sinkhorn_iterations": 3,
+    "koleo_weight": 0.0,
     # teacher EMA momentum on a cosine schedule from momentum_start to momentum_end
     # DINO: 0.996 (slower teacher for long runs; in 15 CPU minutes it moved the [CLS]
     # attention off the objects: docs/RESULTS.md, issue 12, eleventh look)
