@@ -8,7 +8,9 @@
 #     student on the GPU;
 #   - issue 12: `pretrain` of the tiny config on 2,000 unlabelled photo frames (ten classes),
 #     `probe` against its random weights, few-label `train` (40 and 400 labels) from random and
-#     pretrained weights side by side, and vit_s16 pretrain throughput (images/s, run alone).
+#     pretrained weights side by side, and vit_s16 pretrain throughput (images/s, run alone);
+#     beside it the fourteenth look's recipe (grey views, Sinkhorn-Knopp centring, KoLeo 0.1),
+#     probed and used for the 400-label run too.
 # The bags are the CPU measurements' own (same `synth` flags and seeds), made on the machine.
 #
 #   scripts/gpu_learning.sh --download            # here, with PyPI: fill .whl/ (3.12 wheels)
@@ -23,9 +25,9 @@
 # and pretrain JSON, the few-label curves, the probe figures, each run's config.yaml, metrics and
 # log). It stops itself after DEADLINE_S seconds (575), keeping what finished. Environment:
 # minutes TEACHER_MIN (4), STUDENT_MIN (1.5), PRETRAIN_MIN (3), FEW_MIN (1.5), THROUGHPUT_MIN
-# (0.4); TEACHER_FLAGS ("--batch-size 32 --workers 4"), PRETRAIN_FLAGS
-# ("--batch-size 64 --workers 8"); PYTHON (python3); GPU_LEARNING_WORK (where runs and bags go;
-# $TMPDIR/vit_perception_gpu_learning), GPU_LEARNING_SITE (where missing wheels go).
+# (0.4); TEACHER_FLAGS ("--batch-size 32 --workers 4"), PRETRAIN_FLAGS ("--batch-size 64
+# --workers 6", each of the two pretrain runs); PYTHON (python3); GPU_LEARNING_WORK (where runs
+# and bags go; $TMPDIR/vit_perception_gpu_learning), GPU_LEARNING_SITE (where wheels go).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 whl="${GPU_LEARNING_WHEELS:-$repo/.whl}"
@@ -43,7 +45,7 @@ while (($#)); do
         --download) gpu_wheels_download "$whl" "${carried[@]}"; exit 0 ;;
         --device) device=$2; shift ;;
         --quick) quick=1 ;;
-        -h|--help) sed -n '2,28p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        -h|--help) sed -n '2,30p' "${BASH_SOURCE[0]}"; exit 0 ;;
         -*) gpu_wheels_die "unknown option $1 (--download, --device DEV, --quick, [OUT])" ;;
         *) out=$1 ;;
     esac
@@ -79,7 +81,9 @@ fi
 TEACHER_MIN="${TEACHER_MIN:-4}" STUDENT_MIN="${STUDENT_MIN:-1.5}"
 PRETRAIN_MIN="${PRETRAIN_MIN:-3}" FEW_MIN="${FEW_MIN:-1.5}" THROUGHPUT_MIN="${THROUGHPUT_MIN:-0.4}"
 read -r -a TFLAGS <<<"${TEACHER_FLAGS:---batch-size 32 --workers 4}"
-read -r -a PFLAGS <<<"${PRETRAIN_FLAGS:---batch-size 64 --workers 8}"
+read -r -a PFLAGS <<<"${PRETRAIN_FLAGS:---batch-size 64 --workers 6}"
+V2=(--set pretrain.augment.grayscale=1.0 --set pretrain.centering=sinkhorn
+    --set pretrain.koleo_weight=0.1)
 DEV=(--device "$device")
 
 summary() {  # also on a failure or a timeout: what finished comes back
@@ -164,6 +168,10 @@ start teacher vit-perception train --config vit_s16_detr --set input.width=320 \
 start pretrain sh -c 'exec "$@" >"$0"' "$W/json/pretrain.json" vit-perception pretrain \
     --config vit_tiny_detr --bags "$W/pf/bags/unlabelled" --out "$W/pf/pretrain" \
     --time-budget "$PRETRAIN_MIN" --no-progress "${PFLAGS[@]}" "${DEV[@]}"
+# the fourteenth look's recipe (RESULTS, issue 12): grey views, Sinkhorn-Knopp centring, KoLeo
+start pretrain_v2 sh -c 'exec "$@" >"$0"' "$W/json/pretrain_v2.json" vit-perception pretrain \
+    --config vit_tiny_detr --bags "$W/pf/bags/unlabelled" --out "$W/pf/pretrain_v2" \
+    --time-budget "$PRETRAIN_MIN" --no-progress "${PFLAGS[@]}" "${DEV[@]}" "${V2[@]}"
 start probe_random vit-perception probe --backbone vit_tiny_detr --bag "$W/pf/bags/probe1" \
     --json "$W/json/probe_random.json" --no-progress "${DEV[@]}"
 join || true  # a failed run leaves its rows empty; the others go on
@@ -179,9 +187,11 @@ student distilled distill-labels
 student distilled_unlabelled distill --set distill.pseudo_labels=true \
     --set distill.teacher_nms_iou=0.4 --set distill.teacher_threshold=0.8
 for n in 40 400; do
-    for init in random pretrained; do
+    for init in random pretrained pretrained_v2; do
+        [[ $init == pretrained_v2 && $n == 40 ]] && continue
         I=()
         [[ $init == pretrained ]] && I=(--init "$W/pf/pretrain/backbone.pt")
+        [[ $init == pretrained_v2 ]] && I=(--init "$W/pf/pretrain_v2/backbone.pt")
         start "train${n}_$init" vit-perception train --config vit_tiny_detr \
             --train "$W/pf/bags/train$n" --val "$W/pf/bags/val" --out "$W/pf/train${n}_$init" \
             --time-budget "$FEW_MIN" --set train.epochs=100000 --set train.eval_every=0 \
@@ -195,11 +205,14 @@ for ck in best last; do
 done
 start probe_pretrained vit-perception probe --backbone "$W/pf/pretrain/backbone.pt" \
     --bag "$W/pf/bags/probe1" --json "$W/json/probe_pretrained.json" --no-progress "${DEV[@]}"
+start probe_pretrained_v2 vit-perception probe --backbone "$W/pf/pretrain_v2/backbone.pt" \
+    --bag "$W/pf/bags/probe1" --json "$W/json/probe_pretrained_v2.json" --no-progress "${DEV[@]}"
 join || true  # a failed run leaves its row empty; the others still count
 
 log "few-label evals, then vit_s16 pretrain throughput alone ($THROUGHPUT_MIN min)"
 for n in 40 400; do
-    for init in random pretrained; do
+    for init in random pretrained pretrained_v2; do
+        [[ $init == pretrained_v2 && $n == 40 ]] && continue
         for ck in best last; do
             start "eval_train${n}_${init}_$ck" vit-perception eval --bag "$W/pf/bags/test" \
                 --model "$W/pf/train${n}_$init/$ck.pt" --out-bag none \
@@ -222,4 +235,6 @@ join || true
     "400 labels, random init=$W/pf/train400_random" \
     "400 labels, pretrained=$W/pf/train400_pretrained" \
     "40 labels, random init=$W/pf/train40_random" \
-    "40 labels, pretrained=$W/pf/train40_pretrained" --x step >/dev/null || true
+    "40 labels, pretrained=$W/pf/train40_pretrained" \
+    "400 labels, pretrained (grey, Sinkhorn, KoLeo)=$W/pf/train400_pretrained_v2" --x step \
+    >/dev/null || true

@@ -63,7 +63,8 @@ def pretraining(w: Path) -> list[str]:
     out = ["", "issue 12: vit_tiny_detr probe on the one-frame-a-scene bag (10 classes, chance "
            "0.10)", f"{'backbone':24s} {'k-NN':>6s} {'linear':>7s} {'attn in box':>12s} "
            f"{'k-NN crops':>11s}"]
-    for label, name in (("random weights", "probe_random"), ("pretrained", "probe_pretrained")):
+    for label, name in (("random weights", "probe_random"), ("pretrained", "probe_pretrained"),
+                        ("grey, Sinkhorn, KoLeo", "probe_pretrained_v2")):
         p = load(w / "json" / f"{name}.json")
         if p is None:
             out.append(f"{label:24s} -")
@@ -73,6 +74,7 @@ def pretraining(w: Path) -> list[str]:
         out.append(f"{label:24s} {p['knn_accuracy']:6.3f} {p['linear_accuracy']:7.3f} "
                    f"{p['attention_in_box']:12.3f} {crop_s}")
     for label, name in (("pretrain vit_tiny_detr", "pretrain"),
+                        ("pretrain, grey, Sinkhorn, KoLeo", "pretrain_v2"),
                         ("throughput vit_s16_detr, alone", "throughput_vit_s16")):
         d = load(w / "json" / f"{name}.json")
         if d is not None:
@@ -80,15 +82,22 @@ def pretraining(w: Path) -> list[str]:
                        f"({d.get('crops_per_s')} crops/s), teacher entropy "
                        f"{d.get('teacher_entropy')}, KL {d.get('kl')}")
     out += ["", "few labels: AP50 / AP on the held-out bag (200 frames)",
-            f"{'labelled frames':20s} {'random init':>15s} {'pretrained':>15s} {'AP50 gain':>10s}"]
+            f"{'labelled frames':20s} {'random init':>15s} {'pretrained':>15s} {'AP50 gain':>10s} "
+            f"{'grey+SK+KoLeo':>15s} {'AP50 gain':>10s}"]
     for n in (40, 400):
         for ck in ("best", "last"):
             a = load(w / "json" / f"eval_train{n}_random_{ck}.json")
-            b = load(w / "json" / f"eval_train{n}_pretrained_{ck}.json")
-            cells = [f"{e['AP50']:.3f} / {e['AP']:.3f}" if e else "-" for e in (a, b)]
-            gain = f"{b['AP50'] - a['AP50']:+10.3f}" if a and b else f"{'-':>10s}"
-            out.append(f"{f'{n}, {ck}.pt':20s} {cells[0]:>15s} {cells[1]:>15s} {gain}")
+            row = f"{f'{n}, {ck}.pt':20s} {cell(a)}"
+            for init in ("pretrained", "pretrained_v2"):
+                b = load(w / "json" / f"eval_train{n}_{init}_{ck}.json")
+                gain = f"{b['AP50'] - a['AP50']:+10.3f}" if a and b else f"{'-':>10s}"
+                row += f" {cell(b)} {gain}"
+            out.append(row)
     return out
+
+
+def cell(e: dict | None) -> str:
+    return f"{e['AP50']:.3f} / {e['AP']:.3f}".rjust(15) if e else f"{'-':>15s}"
 
 
 def main(argv: list[str]) -> int:

@@ -7,14 +7,22 @@ import math
 
 import pytest
 import torch
+from test_pretrain import SMALL, _network, _optimise, _views
 
-from test_pretrain import SMALL, _network, _optimise, _views, bag  # noqa: F401 (fixture)
 from vit_perception.cli import main
+from vit_perception.data.synth import write_synthetic_bag
 from vit_perception.dino.loss import DINOLoss, PatchLoss
 from vit_perception.dino.network import Teacher
 from vit_perception.dino.objective import Objective
 from vit_perception.dino.sinkhorn import koleo_loss, sinkhorn_knopp
 from vit_perception.training.pretrain_options import pretrain_options
+
+
+@pytest.fixture(scope="module")
+def bag(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bags")
+    return str(write_synthetic_bag(root / "photo", frames=8, seed=1, size=(96, 72),
+                                   style="photo", num_classes=2))
 
 
 def test_sinkhorn_rows_are_distributions_and_prototypes_balanced():

@@ -63,7 +63,11 @@ PRETRAIN_DEFAULTS: dict = {
     "center_momentum": 0.9,
     # DINOv2's additions (dino/sinkhorn.py): the teacher's outputs balanced over the batch by
     # Sinkhorn-Knopp ("sinkhorn") in place of the EMA centre ("ema"), for DINO and iBOT; and
-    # the KoLeo regulariser on the student's [CLS] of each global view (DINOv2: 0.1; 0 = off)
+    # the KoLeo regulariser on the student's [CLS] of each global view (DINOv2: 0.1; 0 = off).
+    # Off by default: together, with grey views, they are the first setting whose [CLS] crop
+    # embedding tells the photo marks apart above random weights (crop k-NN +5-12 points in 15
+    # one-core minutes), but the issue's box-pooled k-NN stays at chance (docs/RESULTS.md,
+    # issue 12, fourteenth look)
     "centering": "ema",
     "sinkhorn_iterations": 3,
     "koleo_weight": 0.0,
