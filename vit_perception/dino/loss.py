@@ -14,18 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vit_perception.dino.collective import all_reduce
 from vit_perception.dino.sinkhorn import CENTERINGS, sinkhorn_knopp
-
-
-def _all_mean(x: Tensor) -> Tensor:
-    """Mean over all processes (identity without torch.distributed)."""
-    import torch.distributed as tdist
-
-    if tdist.is_available() and tdist.is_initialized():
-        x = x.clone()
-        tdist.all_reduce(x)
-        x = x / tdist.get_world_size()
-    return x
 
 
 class DINOLoss(nn.Module):
@@ -83,7 +73,7 @@ class DINOLoss(nn.Module):
     @torch.no_grad()
     def update_center(self, teacher: Tensor) -> None:
         """``center = m * center + (1 - m) * mean(teacher rows)`` (mean over all processes)."""
-        batch_center = _all_mean(teacher.float().mean(dim=0, keepdim=True))
+        batch_center = all_reduce(teacher.float().mean(dim=0, keepdim=True), "mean")
         self.center.mul_(self.center_momentum).add_(batch_center * (1 - self.center_momentum))
 
 
@@ -120,7 +110,7 @@ class PatchCentre(nn.Module):
 
     @torch.no_grad()
     def update_center(self, teacher: Tensor) -> None:
-        batch_center = _all_mean(teacher.float().mean(dim=(0, 1), keepdim=True))
+        batch_center = all_reduce(teacher.float().mean(dim=(0, 1), keepdim=True), "mean")
         self.center.mul_(self.center_momentum).add_(batch_center * (1 - self.center_momentum))
 
 

@@ -18,25 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vit_perception.dino.collective import all_reduce
+
 CENTERINGS = ("ema", "sinkhorn")
-
-
-def _all_sum(x: Tensor) -> Tensor:
-    import torch.distributed as tdist
-
-    if tdist.is_available() and tdist.is_initialized():
-        x = x.clone()
-        tdist.all_reduce(x)
-    return x
-
-
-def _all_max(x: Tensor) -> Tensor:
-    import torch.distributed as tdist
-
-    if tdist.is_available() and tdist.is_initialized():
-        x = x.clone()
-        tdist.all_reduce(x, op=tdist.ReduceOp.MAX)
-    return x
 
 
 @torch.no_grad()
@@ -44,13 +28,13 @@ def sinkhorn_knopp(logits: Tensor, temp: float, iterations: int = 3) -> Tensor:
     """Balanced teacher targets ``[N, K]`` (rows sum to 1), no gradient."""
     x = logits.float() / float(temp)
     shift = x.max() if x.numel() else x.new_tensor(float("-inf"))
-    x = x - _all_max(shift)  # one shift for every process: exp cannot overflow
+    x = x - all_reduce(shift, "max")  # one shift for every process: exp cannot overflow
     q = torch.exp(x).t()  # K x N
     k = q.shape[0]
-    n_total = float(_all_sum(x.new_tensor(float(q.shape[1]))))  # rows may differ by process
-    q /= _all_sum(q.sum()).clamp_min(1e-30)
+    n_total = float(all_reduce(x.new_tensor(float(q.shape[1]))))  # rows may differ by process
+    q /= all_reduce(q.sum()).clamp_min(1e-30)
     for _ in range(int(iterations)):
-        q /= _all_sum(q.sum(dim=1, keepdim=True)).clamp_min(1e-30)  # every prototype: 1/K
+        q /= all_reduce(q.sum(dim=1, keepdim=True)).clamp_min(1e-30)  # every prototype: 1/K
         q /= k
         q /= q.sum(dim=0, keepdim=True).clamp_min(1e-30)  # every row: 1/N
         q /= n_total

@@ -65,9 +65,9 @@ PRETRAIN_DEFAULTS: dict = {
     # Sinkhorn-Knopp ("sinkhorn") in place of the EMA centre ("ema"), for DINO and iBOT; and
     # the KoLeo regulariser on the student's [CLS] of each global view (DINOv2: 0.1; 0 = off).
     # Off by default: together, with grey views, they are the first setting whose [CLS] crop
-    # embedding tells the photo marks apart above random weights (crop k-NN +5-12 points in 15
-    # one-core minutes), but the issue's box-pooled k-NN stays at chance (docs/RESULTS.md,
-    # issue 12, fourteenth look)
+    # embedding tells the photo marks apart above random weights (crop k-NN +7-12 points in 15
+    # one-core minutes, +11 in 30 on photo frames), but the issue's box-pooled k-NN stays at
+    # chance (docs/RESULTS.md, issue 12, fourteenth look)
     "centering": "ema",
     "sinkhorn_iterations": 3,
     "koleo_weight": 0.0,
