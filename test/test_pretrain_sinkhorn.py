@@ -129,3 +129,4 @@ def test_pretrain_command_takes_the_options_and_refuses_a_bad_centering(bag, tmp
                  "--set", "pretrain.centering=mean"]) == 2
     err = capsys.readouterr().err
     assert "pretrain.centering" in err and "ema or sinkhorn" in err and "Traceback" not in err
+    assert not (tmp_path / "bad").exists()  # refused before any run folder is made
