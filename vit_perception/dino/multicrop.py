@@ -8,7 +8,8 @@ the sample's seed, so a resumed run sees the same views. With ``attention_crops`
 frame's attention map (``dino.attention_crops``), that fraction of the local crops is centred
 on a point drawn from the map instead of placed uniformly. With ``dense_weight`` > 0 the list
 ends with a ``[2, 5]`` tensor: where each global view came from (x, y, w, h in frame pixels,
-flipped), for ``dino.dense``.
+flipped), for ``dino.dense``; with ``region_weight`` > 0 it is ``[2 + local_crops, 5]``, the
+local crops' too, for ``dino.region``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class MultiCrop:
         self.local_crops = int(opts["local_crops"])
         self.attention_crops = float(opts.get("attention_crops", 0.0))
         self.aug = dict(opts["augment"])
-        self.geometry = float(opts.get("dense_weight") or 0.0) > 0
+        self.local_geometry = float(opts.get("region_weight") or 0.0) > 0
+        self.geometry = float(opts.get("dense_weight") or 0.0) > 0 or self.local_geometry
         self.mean = np.asarray(mean, np.float32).reshape(1, 1, 3)
         self.std = np.asarray(std, np.float32).reshape(1, 1, 3)
 
@@ -58,8 +60,11 @@ class MultiCrop:
         guide = prior if self.attention_crops > 0 else None
         for _ in range(self.local_crops):
             centre = guide if guide is not None and rng.random() < self.attention_crops else None
-            views.append(self.view(frame, rng, self.local_size, self.local_scale,
-                                   float(a["blur_local"]), 0.0, centre))
+            view, geom = self.view_and_box(frame, rng, self.local_size, self.local_scale,
+                                           float(a["blur_local"]), 0.0, centre)
+            views.append(view)
+            if self.local_geometry:
+                geometry.append(geom)
         if self.geometry:
             views.append(torch.tensor(geometry, dtype=torch.float32))
         return views

@@ -53,12 +53,15 @@ class DINONetwork(nn.Module):
     the first views. Returns ``cls [V*B, K]`` (view-major), ``embedding [G*B, D]`` (the
     backbone's [CLS] of the first ``n_patch_views`` views, before the head) and, with a patch head,
     ``patch [G*B, n, K2]`` for the first ``len(masks)`` (or 2) views; with a pixel head and
-    masks, ``pixel [G*B, n, p*p*3]`` for the same views.
+    masks, ``pixel [G*B, n, p*p*3]`` for the same views; with ``keep_tokens`` (the region
+    objective), ``tokens [G*B, n, D]``, those views' patch tokens before any head.
     """
 
     def __init__(self, backbone: nn.Module, head: DINOHead, patch_head: nn.Module | None = None,
-                 share_head: bool = False, pixel_head: nn.Module | None = None):
+                 share_head: bool = False, pixel_head: nn.Module | None = None,
+                 keep_tokens: bool = False):
         super().__init__()
+        self.keep_tokens = keep_tokens
         self.backbone = backbone
         self.head = head
         self.patch_head = patch_head
@@ -77,7 +80,8 @@ class DINONetwork(nn.Module):
                 n_patch_views: int = 2) -> dict[str, Tensor]:
         cls_out: list[Tensor] = []
         patch_out: list[Tensor] = []
-        want_tokens = self.has_patch_head or (self.pixel_head is not None and masks is not None)
+        want_tokens = (self.has_patch_head or self.keep_tokens
+                       or (self.pixel_head is not None and masks is not None))
         i = 0
         while i < len(views):  # runs of equal-size views share one backbone call
             j = i + 1
@@ -107,6 +111,8 @@ class DINONetwork(nn.Module):
                 out["patch"] = head(tokens)
             if self.pixel_head is not None and masks is not None:
                 out["pixel"] = self.pixel_head(tokens)
+            if self.keep_tokens:
+                out["tokens"] = tokens
         return out
 
 
@@ -132,7 +138,8 @@ def build_network(backbone: nn.Module, opts: dict) -> DINONetwork:
     if float(opts.get("pixel_weight") or 0) > 0 and is_vit(backbone):
         p = int(backbone.patch_size)
         pixel_head = nn.Linear(dim, p * p * 3)  # SimMIM's one-layer decoder
-    return DINONetwork(backbone, head, patch_head, share, pixel_head)
+    keep_tokens = float(opts.get("region_weight") or 0) > 0 and is_vit(backbone)
+    return DINONetwork(backbone, head, patch_head, share, pixel_head, keep_tokens)
 
 
 class Teacher(nn.Module):

@@ -4,10 +4,15 @@
 teacher (global views, unmasked, no gradient) and student (all views, global ones masked when
 iBOT or the pixel target is on) to a scalar loss and the collapse statistics:
 ``dino_weight * DINO + ibot_weight * iBOT + pixel_weight * pixel + dense_weight * dense
-+ koleo_weight * KoLeo`` (``dino.dense``: the global views' patches matched across views by where
-they lie in the frame; it needs the views' ``geometry``. ``dino.sinkhorn``: DINOv2's KoLeo on
-the student's [CLS] of each global view, and its Sinkhorn-Knopp centring for DINO and iBOT with
-``centering="sinkhorn"``).
++ koleo_weight * KoLeo + region_weight * region``:
+
+- ``dino.dense``: the global views' patches matched across views by where they lie in the
+  frame; it needs the views' ``geometry``;
+- ``dino.sinkhorn``: DINOv2's KoLeo on the student's [CLS] of each global view, and its
+  Sinkhorn-Knopp centring for DINO and iBOT with ``centering="sinkhorn"``;
+- ``dino.region``: the global views' patch tokens pooled where each local crop lies predict the
+  teacher's [CLS] output for that crop (the teacher then also runs on the local views); it
+  needs every view's ``geometry``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from vit_perception.dino.dense import DenseLoss
 from vit_perception.dino.loss import DINOLoss, PatchLoss
 from vit_perception.dino.masking import random_masks
 from vit_perception.dino.pixels import PixelLoss
+from vit_perception.dino.region import pooled_regions, region_loss
 from vit_perception.dino.sinkhorn import koleo_loss
 
 
@@ -51,6 +57,7 @@ class Objective(nn.Module):
         self.pixel_weight = float(opts.get("pixel_weight") or 0.0) if ibot else 0.0
         self.pixel = PixelLoss(str(opts.get("pixel_loss", "l1")))  # checks the kind
         self.koleo_weight = float(opts.get("koleo_weight") or 0.0)
+        self.region_weight = float(opts.get("region_weight") or 0.0) if ibot else 0.0
         self.mask_ratio = tuple(float(v) for v in opts["ibot_mask_ratio"])
         self.mask_prob = float(opts["ibot_mask_prob"])
 
@@ -103,4 +110,26 @@ class Objective(nn.Module):
             stats["dense_loss"] = float(dense_loss.detach())
             stats["dense_overlap"] = overlap
             loss = loss + self.dense_weight * dense_loss
+        if self.region_weight > 0 and len(views) > 2:
+            assert geometry is not None and geometry.shape[1] == len(views), \
+                "the region loss needs every view's geometry"
+            loss = loss + self.region_weight * self.region(student, teacher, views, s_out,
+                                                           geometry, teacher_temp, stats)
         return loss, stats
+
+    def region(self, student: nn.Module, teacher: nn.Module, views: Sequence[Tensor],
+               s_out: dict[str, Tensor], geometry: Tensor, teacher_temp: float,
+               stats: dict[str, float]) -> Tensor:
+        """``dino.region``'s loss; its figures go into ``stats``."""
+        with torch.no_grad():
+            t_local = teacher(views[2:], n_patch_views=0)["cls"]
+        targets = self.dino.targets(t_local, teacher_temp)
+        size = (int(views[0].shape[-2]), int(views[0].shape[-1]))
+        p = _patch_size(student)
+        grid = (-(-size[0] // p), -(-size[1] // p))
+        pooled, index, valid = pooled_regions(s_out["tokens"], geometry, grid, size)
+        head = getattr(student, "module", student).head
+        loss = region_loss(head(pooled), targets[index], valid, self.dino.student_temp)
+        stats["region_loss"] = float(loss.detach())
+        stats["region_valid"] = float(valid.float().mean())
+        return loss

@@ -19,9 +19,10 @@ def plot_pretrain_curves(steps_path: Path, out: Path, log_k: float) -> Path:
     rows = [r for r in read_jsonl(steps_path) if r.get("loss") == r.get("loss")]  # drop NaN
     minutes = [r["minutes"] for r in rows]
     fig, (ax_loss, ax_ent, ax_kl) = plt.subplots(1, 3, figsize=(15, 4))
-    parts = any("ibot_loss" in r or "pixel_loss" in r or "dense_loss" in r for r in rows)
-    for key, label in (("loss", "total"), ("dino_loss", "DINO"), ("ibot_loss", "iBOT"),
-                       ("pixel_loss", "masked pixels"), ("dense_loss", "cross-view dense")):
+    named = (("dino_loss", "DINO"), ("ibot_loss", "iBOT"), ("pixel_loss", "masked pixels"),
+             ("dense_loss", "cross-view dense"), ("region_loss", "region"), ("koleo_loss", "KoLeo"))
+    parts = any(key in r for r in rows for key, _ in named[1:])
+    for key, label in (("loss", "total"), *named):
         pts = [(m, r[key]) for m, r in zip(minutes, rows) if key in r]
         if pts and (key == "loss" or parts):
             ax_loss.plot(*zip(*pts), lw=0.8, label=label)

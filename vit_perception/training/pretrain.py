@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 # beside the detector's (training/optim.py): iBOT's mask token, the weight-normalised gain
 NO_DECAY_EXTRA = ("mask_token", "weight_g")
 STAT_KEYS = ("dino_loss", "ibot_loss", "pixel_loss", "dense_loss", "dense_overlap",
-             "koleo_loss", "teacher_entropy", "batch_entropy", "kl")
+             "koleo_loss", "region_loss", "region_valid", "teacher_entropy", "batch_entropy",
+             "kl")
 
 
 def pretrain(cfg: dict, bags: Sequence[str | Path], out_dir: str | Path, *,
@@ -140,6 +141,9 @@ class PretrainTrainer(RunTrainer):
         if float(o["dense_weight"]) > 0 and not is_vit(backbone):
             log.warning("pretrain.dense_weight: the cross-view dense loss needs a ViT; "
                         "%s backbone trains without it", kind)
+        if float(o["region_weight"]) > 0 and not is_vit(backbone):
+            log.warning("pretrain.region_weight: the region loss needs a ViT; "
+                        "%s backbone trains without it", kind)
         if float(o["pixel_weight"]) > 0 and not is_vit(backbone):
             log.warning("pretrain.pixel_weight: the masked-pixel loss needs a ViT; "
                         "%s backbone trains without it", kind)
@@ -244,7 +248,7 @@ class PretrainTrainer(RunTrainer):
             group["lr"] = sched["lr"]
         self.optimizer.param_groups[0]["weight_decay"] = sched["weight_decay"]
         views = [v.to(self.device, non_blocking=True) for v in batch]
-        geometry = views.pop() if self.multicrop.geometry else None  # [B, 2, 5]
+        geometry = views.pop() if self.multicrop.geometry else None  # [B, 2 (+ L), 5]
         masks_rng = torch.Generator().manual_seed(
             (int(o["seed"]) * 1_000_003 + self.step) * 64 + self.dist.rank)
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):

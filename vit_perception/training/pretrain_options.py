@@ -107,6 +107,11 @@ PRETRAIN_DEFAULTS: dict = {
     # when the grid, scale and colours change; uses the iBOT patch head (built for it when
     # ibot_weight is 0)
     "dense_weight": 0.0,
+    # region loss (dino/region.py), ViT only; 0 = off: the global views' patch tokens, pooled
+    # over where each local crop lies in them (as the probe pools a box), predict the teacher's
+    # [CLS] output for that local crop, so the patch tokens under an object hold what the
+    # [CLS] learns of it (the teacher also runs on the local views)
+    "region_weight": 0.0,
     "dino_weight": 1.0,  # weight of the [CLS] DINO loss (0: masked-pixel and/or iBOT only)
     # parameter-efficient continuation (ExPLoRA): LoRA on every block, last N blocks unfrozen
     "lora_rank": 0,

@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""How far the issue-12 probe's box-pooled k-NN can go for a backbone at its input size, when
+its patch tokens are *told* what they cover: a supervised upper bound, not a learning method.
+
+A config's backbone, from its random weights (or ``--init``), is trained on a labelled bag's
+frames with a 1x1 classifier on its patch features: each cell of the patch grid has the class of
+the box that covers the largest share of it (at least ``--min-cover``), else "background".
+Cross-entropy over the cells (background weighted ``--background-weight``), AdamW, for
+``--time-budget`` minutes. The result is written as a backbone-only ``backbone.pt`` that
+``vit-perception probe --backbone`` reads like ``pretrain``'s.
+
+If these patch tokens, trained with every label at the node's resolution, still pool to
+chance, the box-pooled figure is out of reach of the network in that budget whatever
+self-supervision does; if they pool well, what ``pretrain`` lacks is the signal.
+
+    python scripts/dense_label_bound.py LABELLED_BAG --out RUN_DIR [--config vit_tiny_detr]
+        [--time-budget 15] [--val HELD_OUT_BAG] [--input-size 640x480]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def cell_targets(boxes, labels, grid, cell, background: int, min_cover: float):
+    """``[h, w]`` class of each cell: the label of the box covering most of it, if at least
+    ``min_cover``, else ``background``."""
+    import numpy as np
+
+    from vit_perception.evaluation.probe import box_weights
+
+    target = np.full(grid, background, np.int64)
+    best = np.full(grid, min_cover, np.float64)
+    for box, label in zip(boxes, labels):
+        cover = box_weights(box, grid, cell)
+        win = cover >= best
+        target[win], best[win] = int(label), cover[win]
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("bag", metavar="LABELLED_BAG")
+    parser.add_argument("--out", required=True, help="run folder (backbone.pt, log.jsonl)")
+    parser.add_argument("--config", default="vit_tiny_detr")
+    parser.add_argument("--init", default=None, help="a backbone to start from (probe's "
+                        "--backbone forms); default: the config's random weights")
+    parser.add_argument("--input-size", default=None, metavar="WxH",
+                        help="train (and save the config) at this input size, not the config's")
+    parser.add_argument("--time-budget", type=float, default=15.0, help="minutes (15)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--min-cover", type=float, default=0.25)
+    parser.add_argument("--background-weight", type=float, default=0.1)
+    parser.add_argument("--image-topic", default="/camera/image_raw")
+    parser.add_argument("--labels-topic", default="/labels")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val", default=None, metavar="LABELLED_BAG",
+                        help="held-out bag: its object-cell accuracy is logged every "
+                        "--val-every steps and at the end (did the cells' classes generalise?)")
+    parser.add_argument("--val-every", type=int, default=150)
+    args = parser.parse_args(argv)
+
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from vit_perception.data.bags import BagError, read_frames
+    from vit_perception.evaluation.probe_backbone import load_backbone
+    from vit_perception.models.backbone_model import BackboneModel
+    from vit_perception.models.checkpoint import save_checkpoint
+    from vit_perception.models.preprocess import preprocess
+
+    bag = Path(args.bag)
+    try:
+        size = None
+        if args.input_size:
+            width, height = args.input_size.lower().split("x")
+            size = (int(width), int(height))
+        backbone, cfg = load_backbone(args.init or args.config, args.config, size)
+        classes_src = bag / "classes.txt" if (bag / "classes.txt").is_file() else None
+        stream = read_frames(bag, args.image_topic, args.labels_topic, classes=classes_src,
+                             labelled_only=True)
+        frames = list(stream)
+        names = list(stream.classes)
+        val = [] if args.val is None else list(read_frames(
+            args.val, args.image_topic, args.labels_topic, classes=names, labelled_only=True))
+    except (BagError, ValueError, OSError) as exc:
+        print(f"dense_label_bound: error: {exc}", file=sys.stderr)
+        return 2
+    if not frames:
+        print(f"dense_label_bound: error: {bag}: no labelled frames", file=sys.stderr)
+        return 2
+    background = len(names)
+    w, h = int(cfg["input"]["width"]), int(cfg["input"]["height"])
+    mean, std = cfg["input"].get("mean"), cfg["input"].get("std")
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    backbone.train()
+    with torch.no_grad():
+        probe_out = backbone(torch.zeros(1, 3, h, w))
+    channels = int(probe_out["features"].shape[1])
+    head = torch.nn.Conv2d(channels, background + 1, 1)
+    params = list(backbone.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.05)
+    weight = torch.ones(background + 1)
+    weight[background] = args.background_weight
+    def cells(batch):
+        x, lbs = preprocess([f.image for f in batch], w, h, mean, std)
+        ph, pw = probe_out.get("padded_size", (h, w))
+        grid = (int(probe_out["features"].shape[-2]), int(probe_out["features"].shape[-1]))
+        cell = (ph / grid[0], pw / grid[1])
+        return x, torch.as_tensor(np.stack([
+            cell_targets(np.asarray(lb.to_input(f.boxes), np.float64).reshape(-1, 4), f.labels,
+                         grid, cell, background, args.min_cover)
+            for f, lb in zip(batch, lbs)]))
+
+    def object_cell_accuracy(logits, target) -> float:
+        fg = target != background
+        return float((logits.argmax(1)[fg] == target[fg]).float().mean()) if fg.any() else 0.0
+
+    @torch.no_grad()
+    def held_out() -> float:
+        backbone.eval()
+        hits = total = 0
+        for i in range(0, len(val), 32):
+            x, target = cells(val[i:i + 32])
+            fg = target != background
+            hits += int((head(backbone(x)["features"]).argmax(1)[fg] == target[fg]).sum())
+            total += int(fg.sum())
+        backbone.train()
+        return round(hits / max(total, 1), 3)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = (out / "log.jsonl").open("w")
+    start, step, seen = time.monotonic(), 0, 0
+    while time.monotonic() - start < args.time_budget * 60:
+        idx = rng.choice(len(frames), args.batch_size, replace=False)
+        x, target = cells([frames[i] for i in idx])
+        if rng.random() < 0.5:  # brightness / contrast jitter on the normalised input
+            x = x * float(rng.uniform(0.7, 1.3)) + float(rng.uniform(-0.3, 0.3))
+        logits = head(backbone(x)["features"])
+        loss = F.cross_entropy(logits, target, weight=weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step, seen = step + 1, seen + len(idx)
+        if step % 50 == 0:
+            row = {"step": step, "frames": seen, "minutes": round((time.monotonic() - start) / 60,
+                   2), "loss": round(float(loss.detach()), 4),
+                   "object_cell_accuracy": round(object_cell_accuracy(logits, target), 3)}
+            if val and step % args.val_every == 0:
+                row["held_out_object_cell_accuracy"] = held_out()
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            print(json.dumps(row), flush=True)
+    cfg["model"]["backbone_only"] = True
+    cfg["classes"] = []
+    path = save_checkpoint(out / "backbone.pt", BackboneModel(backbone.eval()), cfg,
+                           {"step": step, "dense_label_bound": str(bag)})
+    final = {"backbone": str(path), "steps": step, "frames_seen": seen,
+             "frames_per_s": round(seen / (time.monotonic() - start), 2)}
+    if val:
+        final["held_out_object_cell_accuracy"] = held_out()
+    print(json.dumps(final))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
