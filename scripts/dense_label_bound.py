@@ -42,6 +42,31 @@ def cell_targets(boxes, labels, grid, cell, background: int, min_cover: float):
     return target
 
 
+def plot_curves(log_path: Path, out: Path) -> Path:
+    """``curves.png``: the object cells' accuracy on the training batches and held out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label in (("object_cell_accuracy", "training batches"),
+                       ("held_out_object_cell_accuracy", "held-out bag")):
+        pts = [(r["minutes"], r[key]) for r in rows if key in r]
+        if pts:
+            ax.plot(*zip(*pts), marker="o" if "held" in key else None, ms=3, lw=0.9,
+                    label=label)
+    ax.set(xlabel="minutes", ylabel="accuracy of the object cells", ylim=(0, 1),
+           title="patch cells told their class (supervised bound)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bag", metavar="LABELLED_BAG")
@@ -167,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
              "frames_per_s": round(seen / (time.monotonic() - start), 2)}
     if val:
         final["held_out_object_cell_accuracy"] = held_out()
+    log.write(json.dumps({"minutes": round((time.monotonic() - start) / 60, 2), **final}) + "\n")
+    log.close()
+    final["curves"] = str(plot_curves(out / "log.jsonl", out / "curves.png"))
     print(json.dumps(final))
     return 0
 

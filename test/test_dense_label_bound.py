@@ -44,6 +44,7 @@ def test_a_short_run_writes_a_backbone_probe_reads(tmp_path, capsys):
     assert rc == 0
     final = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert final["steps"] >= 1 and 0.0 <= final["held_out_object_cell_accuracy"] <= 1.0
+    assert Path(final["curves"]).stat().st_size > 0
     backbone, cfg = load_backbone(out / "backbone.pt")
     assert cfg["model"]["backbone_only"] and (cfg["input"]["width"], cfg["input"]["height"]) \
         == (96, 64)
