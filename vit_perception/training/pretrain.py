@@ -138,15 +138,11 @@ class PretrainTrainer(RunTrainer):
         if float(o["ibot_weight"]) > 0 and not is_vit(backbone):
             log.warning("pretrain.ibot_weight: the masked-patch loss needs a ViT; "
                         "%s backbone trains with the DINO loss only", kind)
-        if float(o["dense_weight"]) > 0 and not is_vit(backbone):
-            log.warning("pretrain.dense_weight: the cross-view dense loss needs a ViT; "
-                        "%s backbone trains without it", kind)
-        if float(o["region_weight"]) > 0 and not is_vit(backbone):
-            log.warning("pretrain.region_weight: the region loss needs a ViT; "
-                        "%s backbone trains without it", kind)
-        if float(o["pixel_weight"]) > 0 and not is_vit(backbone):
-            log.warning("pretrain.pixel_weight: the masked-pixel loss needs a ViT; "
-                        "%s backbone trains without it", kind)
+        for key, loss_name in (("dense_weight", "cross-view dense"), ("region_weight", "region"),
+                               ("pixel_weight", "masked-pixel")):
+            if float(o[key]) > 0 and not is_vit(backbone):
+                log.warning("pretrain.%s: the %s loss needs a ViT; %s backbone trains without it",
+                            key, loss_name, kind)
         self.student = build_network(backbone, o).to(self.device).train()
         self.teacher = Teacher(self.student)
         self.objective = Objective(o, is_vit(backbone)).to(self.device)

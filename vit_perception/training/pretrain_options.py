@@ -110,7 +110,10 @@ PRETRAIN_DEFAULTS: dict = {
     # region loss (dino/region.py), ViT only; 0 = off: the global views' patch tokens, pooled
     # over where each local crop lies in them (as the probe pools a box), predict the teacher's
     # [CLS] output for that local crop, so the patch tokens under an object hold what the
-    # [CLS] learns of it (the teacher also runs on the local views)
+    # [CLS] learns of it (the teacher also runs on the local views). Off by default: with grey
+    # views, Sinkhorn-Knopp and KoLeo on the photo marks, box-pooled k-NN 0.13 / 0.13 after 30
+    # one-core minutes against 0.10 / 0.10 for random weights, inside the noise band
+    # (docs/RESULTS.md, issue 12, fifteenth look)
     "region_weight": 0.0,
     "dino_weight": 1.0,  # weight of the [CLS] DINO loss (0: masked-pixel and/or iBOT only)
     # parameter-efficient continuation (ExPLoRA): LoRA on every block, last N blocks unfrozen
