@@ -4,23 +4,18 @@ and reports the held-out cells' accuracy; a missing bag is one line, no tracebac
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
+from script_loader import load_script
 
 from vit_perception.data.synth import write_synthetic_bag
 from vit_perception.evaluation.probe_backbone import load_backbone
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "dense_label_bound.py"
-
 
 def _script():
-    spec = importlib.util.spec_from_file_location("dense_label_bound", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+    return load_script("dense_label_bound")
 
 
 def test_each_cell_takes_the_box_that_covers_most_of_it():

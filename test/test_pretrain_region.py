@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_pretrain_dense import NO_AUG, SMALL, _setup
+from test_pretrain_dense import NO_AUG, SMALL, _setup, train_steps
 
 from vit_perception.dino.multicrop import MultiCrop
 from vit_perception.dino.network import Teacher
@@ -86,17 +86,9 @@ def test_few_steps_lower_the_region_loss():
     geometry = views.pop()
     assert geometry.shape[1] == len(views) == 6
     teacher, objective = Teacher(student), Objective(opts, True)
-    optim = torch.optim.AdamW(student.parameters(), lr=1e-3)
-    region = []
-    for step in range(12):
-        loss, stats = objective(student, teacher, views, 0.04,
-                                torch.Generator().manual_seed(step), geometry)
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
-        teacher.update(student, 0.9)
-        region.append(stats["region_loss"])
-        assert 0 < stats["region_valid"] <= 1
+    stats = train_steps(objective, student, teacher, views, geometry)
+    region = [s["region_loss"] for s in stats]
+    assert all(0 < s["region_valid"] <= 1 for s in stats)
     assert sum(region[-2:]) / 2 < 0.85 * region[0], region
     with pytest.raises(AssertionError, match="geometry"):
         objective(student, teacher, views, 0.04, torch.Generator().manual_seed(0),

@@ -4,19 +4,12 @@ two boxes' score-weighted mean; one it does not confirm keeps its box and half i
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "teacher_flip_targets.py"
+from script_loader import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("teacher_flip_targets", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+    return load_script("teacher_flip_targets")
 
 
 def _logits(p_class0: float) -> torch.Tensor:
