@@ -134,31 +134,32 @@ def main(argv: list[str] | None = None) -> int:
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.05)
     weight = torch.ones(background + 1)
     weight[background] = args.background_weight
+    ph, pw = probe_out.get("padded_size", (h, w))
+    grid = (int(probe_out["features"].shape[-2]), int(probe_out["features"].shape[-1]))
+    cell = (ph / grid[0], pw / grid[1])
+
     def cells(batch):
         x, lbs = preprocess([f.image for f in batch], w, h, mean, std)
-        ph, pw = probe_out.get("padded_size", (h, w))
-        grid = (int(probe_out["features"].shape[-2]), int(probe_out["features"].shape[-1]))
-        cell = (ph / grid[0], pw / grid[1])
         return x, torch.as_tensor(np.stack([
             cell_targets(np.asarray(lb.to_input(f.boxes), np.float64).reshape(-1, 4), f.labels,
                          grid, cell, background, args.min_cover)
             for f, lb in zip(batch, lbs)]))
 
-    def object_cell_accuracy(logits, target) -> float:
+    def object_cell_accuracy(predicted, target) -> float:
+        """Share of the cells an object covers whose predicted class is its class."""
         fg = target != background
-        return float((logits.argmax(1)[fg] == target[fg]).float().mean()) if fg.any() else 0.0
+        return round(float((predicted[fg] == target[fg]).float().mean()), 3) if fg.any() else 0.0
 
     @torch.no_grad()
     def held_out() -> float:
         backbone.eval()
-        hits = total = 0
+        predicted, targets = [], []
         for i in range(0, len(val), 32):
             x, target = cells(val[i:i + 32])
-            fg = target != background
-            hits += int((head(backbone(x)["features"]).argmax(1)[fg] == target[fg]).sum())
-            total += int(fg.sum())
+            predicted.append(head(backbone(x)["features"]).argmax(1))
+            targets.append(target)
         backbone.train()
-        return round(hits / max(total, 1), 3)
+        return object_cell_accuracy(torch.cat(predicted), torch.cat(targets))
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         if step % 50 == 0:
             row = {"step": step, "frames": seen, "minutes": round((time.monotonic() - start) / 60,
                    2), "loss": round(float(loss.detach()), 4),
-                   "object_cell_accuracy": round(object_cell_accuracy(logits, target), 3)}
+                   "object_cell_accuracy": object_cell_accuracy(logits.argmax(1), target)}
             if val and step % args.val_every == 0:
                 row["held_out_object_cell_accuracy"] = held_out()
             log.write(json.dumps(row) + "\n")

@@ -34,6 +34,15 @@ def _patch_size(student: nn.Module) -> int:
     return int(getattr(student, "module", student).backbone.patch_size)
 
 
+def _global_grid(student: nn.Module, views: Sequence[Tensor]
+                 ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(size, grid): the global views' (height, width) in pixels and their patch grid (rows,
+    cols; sides that are not patch multiples padded, as the ViT pads them)."""
+    size = (int(views[0].shape[-2]), int(views[0].shape[-1]))
+    p = _patch_size(student)
+    return size, (-(-size[0] // p), -(-size[1] // p))
+
+
 class Objective(nn.Module):
     def __init__(self, opts: dict, ibot: bool):
         super().__init__()
@@ -78,7 +87,8 @@ class Objective(nn.Module):
             n = t_out["patch"].shape[1]
             masks = self.masks_for(views, n, generator or torch.Generator().manual_seed(0))
         elif self.pixel_weight > 0:
-            n = -(-views[0].shape[-2] // p) * -(-views[0].shape[-1] // p)
+            rows, cols = _global_grid(student, views)[1]
+            n = rows * cols
             masks = self.masks_for(views, n, generator or torch.Generator().manual_seed(0))
         s_out = student(views, masks)
         loss, stats = self.dino(s_out["cls"], t_out["cls"], teacher_temp, n_global=2)
@@ -102,9 +112,7 @@ class Objective(nn.Module):
             loss = loss + self.pixel_weight * pixel_loss
         if self.dense is not None:
             assert geometry is not None, "the dense loss needs the global views' geometry"
-            size = (int(views[0].shape[-2]), int(views[0].shape[-1]))
-            p = _patch_size(student)
-            grid = (-(-size[0] // p), -(-size[1] // p))
+            size, grid = _global_grid(student, views)
             dense_loss, overlap = self.dense(s_out["patch"], t_out["patch"], geometry, grid,
                                              size, teacher_temp)
             stats["dense_loss"] = float(dense_loss.detach())
@@ -124,9 +132,7 @@ class Objective(nn.Module):
         with torch.no_grad():
             t_local = teacher(views[2:], n_patch_views=0)["cls"]
         targets = self.dino.targets(t_local, teacher_temp)
-        size = (int(views[0].shape[-2]), int(views[0].shape[-1]))
-        p = _patch_size(student)
-        grid = (-(-size[0] // p), -(-size[1] // p))
+        size, grid = _global_grid(student, views)
         pooled, index, valid = pooled_regions(s_out["tokens"], geometry, grid, size)
         head = getattr(student, "module", student).head
         loss = region_loss(head(pooled), targets[index], valid, self.dino.student_temp)
