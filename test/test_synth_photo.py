@@ -160,3 +160,30 @@ def test_plain_background_is_flat_and_keeps_the_marks(tmp_path, capsys):
     assert main(["synth", str(tmp_path / "lab"), "--background", "plain", "--frames", "2"]) == 2
     assert "--style photo only" in capsys.readouterr().err
     assert not (tmp_path / "lab").exists()
+
+
+def test_scale_sets_the_marks_size(tmp_path, capsys):
+    def longer_sides(**kw) -> list[float]:
+        scene = PhotoScene(320, 240, 4, seed=3, scene_length=(1, 1), **kw)
+        sides = []
+        for i in range(30):
+            boxes = scene.render(i)[1]
+            sides += list(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]))
+        return sides
+
+    large, default = longer_sides(scale=(0.25, 0.3)), longer_sides()
+    assert len(large) >= 20 and len(default) >= 20
+    # a mark's longer side is 60-72 px here (more when rotated, less when cut by the border)
+    assert np.median(large) > 50 and max(large) <= 0.3 * 240 * 1.2 * 1.45
+    assert np.median(default) < 35
+    with pytest.raises(ValueError, match="mark scale"):
+        PhotoScene(64, 48, 2, scale=(0.3, 0.1))
+    assert main(["synth", str(tmp_path / "p"), "--style", "photo", "--scale", "0.2-0.3",
+                 "--frames", "2", "--size", "96x64"]) == 0
+    assert "marks 0.2-0.3 of the frame" in capsys.readouterr().out
+    assert main(["synth", str(tmp_path / "lab"), "--scale", "0.2-0.3", "--frames", "2"]) == 2
+    assert "--style photo only" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["synth", str(tmp_path / "bad"), "--style", "photo", "--scale", "0.5-2"])
+    assert "scale must be" in capsys.readouterr().err
+    assert not (tmp_path / "lab").exists() and not (tmp_path / "bad").exists()

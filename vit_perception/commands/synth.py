@@ -25,6 +25,16 @@ def _range(text: str) -> tuple[int, int]:
     return lo, hi
 
 
+def _scale(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split("-"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected MIN-MAX, e.g. 0.1-0.3, got {text!r}") from exc
+    if not 0 < lo <= hi <= 1:
+        raise argparse.ArgumentTypeError(f"scale must be 0 < MIN <= MAX <= 1, got {text!r}")
+    return lo, hi
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_bag", metavar="OUT_BAG", help="bag directory to create")
     parser.add_argument("--frames", type=positive_int, default=300,
@@ -49,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scene-length", type=_range, default=None, metavar="MIN-MAX",
                         help="frames per scene (lab 60-120, photo 5-20): shorter scenes give "
                         "more distinct backgrounds and objects per frame")
+    parser.add_argument("--scale", type=_scale, default=None, metavar="MIN-MAX",
+                        help="photo style: a mark's longer side over the frame's shorter side "
+                        "(0.03-0.3); larger marks cover more of the backbone's patches")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         names = class_names(args.classes, args.style)
         if args.background != "mixed" and args.style != "photo":
             raise ValueError(f"--background {args.background} is for --style photo only")
+        if args.scale is not None and args.style != "photo":
+            raise ValueError("--scale is for --style photo only")
     except ValueError as exc:
         print(f"vit-perception synth: error: {exc}", file=sys.stderr)
         return 2
@@ -70,10 +85,12 @@ def run(args: argparse.Namespace) -> int:
         args.out_bag, frames=args.frames, seed=args.seed, size=args.size,
         storage=args.storage, num_classes=args.classes, compressed=args.compressed,
         objects_per_frame=args.objects_per_frame, style=args.style,
-        scene_length=args.scene_length, background=args.background,
+        scene_length=args.scene_length, background=args.background, scale=args.scale,
     )
     w, h = args.size
     plain = ", plain background" if args.background != "mixed" else ""
+    if args.scale is not None:
+        plain += f", marks {args.scale[0]:g}-{args.scale[1]:g} of the frame"
     print(f"wrote {path}: {args.frames} frames {w}x{h} ({args.style} style{plain}, {args.storage}"
           f"{', compressed' if args.compressed else ''}), classes "
           f"{', '.join(sorted(names))} in {time.perf_counter() - t0:.1f} s")

@@ -325,6 +325,7 @@ def write_synthetic_bag(
     style: str = "lab",
     scene_length: tuple[int, int] | None = None,
     background: str = "mixed",
+    scale: tuple[float, float] | None = None,
 ) -> Path:
     """Write a synthetic bag to `out` (a new directory); returns its path.
 
@@ -333,6 +334,8 @@ def write_synthetic_bag(
     photographs and textures, `synth_photo.PhotoScene`). `scene_length`: (min, max) frames of
     one scene, both included (default: the style's, 60-120 lab, 5-20 photo). `background`
     (photo style only): "mixed" (photographs and textures) or "plain" (flat grey, a control).
+    `scale` (photo style only): (min, max) of a mark's longer side over the frame's shorter side
+    (default 0.03-0.30).
     """
     from vit_perception.data.bag_writer import BagWriter
 
@@ -343,13 +346,16 @@ def write_synthetic_bag(
         raise ValueError(f"scene length must be 1 <= MIN <= MAX frames, got {scene_length}")
     if background != "mixed" and style != "photo":
         raise ValueError(f"background {background!r} is for the photo style only")
+    if scale is not None and style != "photo":
+        raise ValueError("a mark scale is for the photo style only")
     if style == "lab":
         scene = SyntheticScene(width, height, num_classes, seed, objects_per_frame,
                                *([(scene_length[0], scene_length[1] + 1)] if scene_length
                                  else []))
     elif style == "photo":
         scene = PhotoScene(width, height, num_classes, seed, objects_per_frame,
-                           *([scene_length] if scene_length else []), background=background)
+                           *([scene_length] if scene_length else []), background=background,
+                           **({"scale": scale} if scale else {}))
     else:
         raise ValueError(f"unknown synth style {style!r} (expected one of {', '.join(STYLES)})")
     names = scene.names

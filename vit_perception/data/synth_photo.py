@@ -272,10 +272,14 @@ class PhotoScene:
 
     def __init__(self, width: int = 640, height: int = 480, num_classes: int = 10, seed: int = 0,
                  objects_per_frame: tuple[int, int] = (1, 4), scene_length: tuple[int, int] =
-                 (5, 20), distractors: tuple[int, int] = (0, 3), background: str = "mixed"):
+                 (5, 20), distractors: tuple[int, int] = (0, 3), background: str = "mixed",
+                 scale: tuple[float, float] = SCALE_RANGE):
         if background not in BACKGROUNDS:
             raise ValueError(f"unknown photo background {background!r} (expected one of "
                              f"{', '.join(BACKGROUNDS)})")
+        if not 0 < scale[0] <= scale[1] <= 1:
+            raise ValueError(f"mark scale must be 0 < MIN <= MAX <= 1 (a mark's longer side over "
+                             f"the frame's shorter side), got {scale[0]:g}-{scale[1]:g}")
         self.background = background
         self.w, self.h = width, height
         self.names = photo_class_names(num_classes)
@@ -285,8 +289,8 @@ class PhotoScene:
         self.distractors = distractors
         self.margin = max(8, min(width, height) // 10)
         short = min(width, height)
-        self.min_side = max(float(MIN_SIDE), SCALE_RANGE[0] * short)
-        self.max_side = max(self.min_side + 1, SCALE_RANGE[1] * short)
+        self.min_side = max(float(MIN_SIDE), scale[0] * short)
+        self.max_side = max(self.min_side + 1, scale[1] * short)
         self.photos = photographs() if background == "mixed" else ()  # plain: none drawn
         self._scene_end = -1
         self._noise = [self.rng.normal(0, 3, (height, width, 3)).astype(np.float32)
