@@ -88,10 +88,11 @@ def run(args: argparse.Namespace) -> int:
         scene_length=args.scene_length, background=args.background, scale=args.scale,
     )
     w, h = args.size
-    plain = ", plain background" if args.background != "mixed" else ""
+    details = ", plain background" if args.background != "mixed" else ""
     if args.scale is not None:
-        plain += f", marks {args.scale[0]:g}-{args.scale[1]:g} of the frame"
-    print(f"wrote {path}: {args.frames} frames {w}x{h} ({args.style} style{plain}, {args.storage}"
+        details += f", marks {args.scale[0]:g}-{args.scale[1]:g} of the frame"
+    print(f"wrote {path}: {args.frames} frames {w}x{h} ({args.style} style{details}, "
+          f"{args.storage}"
           f"{', compressed' if args.compressed else ''}), classes "
           f"{', '.join(sorted(names))} in {time.perf_counter() - t0:.1f} s")
     return 0
