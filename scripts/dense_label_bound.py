@@ -15,6 +15,13 @@ self-supervision does; if they pool well, what ``pretrain`` lacks is the signal.
 
     python scripts/dense_label_bound.py LABELLED_BAG --out RUN_DIR [--config vit_tiny_detr]
         [--time-budget 15] [--val HELD_OUT_BAG] [--input-size 640x480]
+        [--arch cnn --probe PROBE_BAG ...]
+
+``--arch cnn`` trains a small convolutional network in place of the config's backbone (a
+reference for what a network with a convolution's built-in locality and translation
+equivariance learns in the same minutes, at the same stride of 16 pixels); it is not a package
+backbone, so instead of a ``backbone.pt`` the script probes it itself on each ``--probe`` bag
+with the probe's own functions (box-pooled k-NN and linear, as ``vit-perception probe``).
 """
 
 from __future__ import annotations
@@ -40,6 +47,48 @@ def cell_targets(boxes, labels, grid, cell, background: int, min_cover: float):
         win = cover >= best
         target[win], best[win] = int(label), cover[win]
     return target
+
+
+def small_cnn(width: int = 192):
+    """A ResNet-like network of stride 16 (four stride-2 stages of two 3x3 convolutions, then
+    two dilated 3x3 residual convolutions for a receptive field of about 100 pixels) returning
+    what the probe reads: ``features [B, width, H/16, W/16]``, ``embedding`` (their mean),
+    ``attention`` (uniform: a CNN has none) and ``padded_size``."""
+    import torch
+    from torch import nn
+
+    def conv(c_in, c_out, stride=1, dilation=1):
+        return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, dilation, dilation, bias=False),
+                             nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+    class Residual(nn.Module):
+        def __init__(self, c, dilation):
+            super().__init__()
+            self.body = conv(c, c, dilation=dilation)
+
+        def forward(self, x):
+            return x + self.body(x)
+
+    class SmallCNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            widths = [width // 8, width // 4, width // 2, width]
+            layers: list[nn.Module] = []
+            for c_in, c_out in zip([3, *widths[:-1]], widths):
+                layers += [conv(c_in, c_out, stride=2), conv(c_out, c_out)]
+            layers += [Residual(width, 2), Residual(width, 2)]
+            self.net = nn.Sequential(*layers)
+
+        def forward(self, x):
+            h, w = x.shape[-2:]
+            pad_h, pad_w = (-h) % 16, (-w) % 16
+            x = nn.functional.pad(x, (0, pad_w, 0, pad_h))
+            f = self.net(x)
+            return {"features": f, "embedding": f.mean((2, 3)),
+                    "attention": torch.ones(f.shape[0], 1, *f.shape[-2:]),
+                    "padded_size": (h + pad_h, w + pad_w)}
+
+    return SmallCNN()
 
 
 def plot_curves(log_path: Path, out: Path) -> Path:
@@ -88,6 +137,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="held-out bag: its object-cell accuracy is logged every "
                         "--val-every steps and at the end (did the cells' classes generalise?)")
     parser.add_argument("--val-every", type=int, default=150)
+    parser.add_argument("--arch", choices=("config", "cnn"), default="config",
+                        help="config: the config's backbone (default); cnn: a small CNN of "
+                        "stride 16, probed here on --probe bags")
+    parser.add_argument("--probe", nargs="*", default=[], metavar="LABELLED_BAG",
+                        help="labelled bags to probe the trained network on here (box-pooled k-NN "
+                        "and linear); the only probe of --arch cnn, which writes no backbone.pt")
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -107,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
             width, height = args.input_size.lower().split("x")
             size = (int(width), int(height))
         backbone, cfg = load_backbone(args.init or args.config, args.config, size)
+        if args.arch == "cnn":
+            torch.manual_seed(args.seed)
+            backbone = small_cnn()
         classes_src = bag / "classes.txt" if (bag / "classes.txt").is_file() else None
         stream = read_frames(bag, args.image_topic, args.labels_topic, classes=classes_src,
                              labelled_only=True)
@@ -185,14 +243,24 @@ def main(argv: list[str] | None = None) -> int:
             log.write(json.dumps(row) + "\n")
             log.flush()
             print(json.dumps(row), flush=True)
-    cfg["model"]["backbone_only"] = True
-    cfg["classes"] = []
-    path = save_checkpoint(out / "backbone.pt", BackboneModel(backbone.eval()), cfg,
-                           {"step": step, "dense_label_bound": str(bag)})
-    final = {"backbone": str(path), "steps": step, "frames_seen": seen,
-             "frames_per_s": round(seen / (time.monotonic() - start), 2)}
+    final: dict = {"steps": step, "frames_seen": seen,
+                   "frames_per_s": round(seen / (time.monotonic() - start), 2)}
+    if args.arch == "config":
+        cfg["model"]["backbone_only"] = True
+        cfg["classes"] = []
+        final["backbone"] = str(save_checkpoint(
+            out / "backbone.pt", BackboneModel(backbone.eval()), cfg,
+            {"step": step, "dense_label_bound": str(bag)}))
     if val:
         final["held_out_object_cell_accuracy"] = held_out()
+    for probe_bag in args.probe:
+        from vit_perception.evaluation.probe import probe_frames
+
+        result = probe_frames(backbone.eval(), read_frames(
+            probe_bag, args.image_topic, args.labels_topic, classes=names), names, (w, h),
+            mean, std)
+        final[f"probe {probe_bag}"] = {"knn_accuracy": round(result.knn_accuracy, 3),
+                                       "linear_accuracy": round(result.linear_accuracy, 3)}
     log.write(json.dumps({"minutes": round((time.monotonic() - start) / 60, 2), **final}) + "\n")
     log.close()
     final["curves"] = str(plot_curves(out / "log.jsonl", out / "curves.png"))

@@ -1,6 +1,7 @@
 """scripts/dense_label_bound.py (issue 12's fifteenth look): every patch cell gets the class of
 the box covering most of it, or background; a short run writes a backbone.pt that probe reads
-and reports the held-out cells' accuracy; a missing bag is one line, no traceback."""
+and reports the held-out cells' accuracy; the CNN reference (seventeenth look) is probed by
+the script itself; a missing bag is one line, no traceback."""
 
 from __future__ import annotations
 
@@ -44,6 +45,25 @@ def test_a_short_run_writes_a_backbone_probe_reads(tmp_path, capsys):
     assert cfg["model"]["backbone_only"] and (cfg["input"]["width"], cfg["input"]["height"]) \
         == (96, 64)
     assert sum(p.numel() for p in backbone.parameters()) > 0
+
+
+def test_the_cnn_reference_has_stride_16_and_is_probed_here(tmp_path, capsys):
+    import torch
+
+    out = _script().small_cnn(32)(torch.zeros(2, 3, 70, 100))  # padded to 80x112
+    assert out["features"].shape == (2, 32, 5, 7) and out["padded_size"] == (80, 112)
+    assert out["embedding"].shape == (2, 32) and out["attention"].shape == (2, 1, 5, 7)
+    bag = write_synthetic_bag(tmp_path / "photo", frames=6, seed=1, size=(96, 64), style="photo",
+                              num_classes=2)
+    run = tmp_path / "cnn"
+    rc = _script().main([str(bag), "--out", str(run), "--arch", "cnn", "--input-size", "96x64",
+                         "--time-budget", "0.001", "--batch-size", "2", "--probe", str(bag)])
+    assert rc == 0
+    final = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    probed = final[f"probe {bag}"]
+    assert final["steps"] >= 1 and set(probed) == {"knn_accuracy", "linear_accuracy"}
+    assert all(0.0 <= v <= 1.0 for v in probed.values())
+    assert not (run / "backbone.pt").exists() and "backbone" not in final
 
 
 def test_a_missing_bag_is_one_line(tmp_path, capsys):
