@@ -17,11 +17,12 @@ self-supervision does; if they pool well, what ``pretrain`` lacks is the signal.
         [--time-budget 15] [--val HELD_OUT_BAG] [--input-size 640x480]
         [--arch cnn --probe PROBE_BAG ...]
 
-``--arch cnn`` trains a small convolutional network in place of the config's backbone (a
-reference for what a network with a convolution's built-in locality and translation
-equivariance learns in the same minutes, at the same stride of 16 pixels); it is not a package
-backbone, so instead of a ``backbone.pt`` the script probes it itself on each ``--probe`` bag
-with the probe's own functions (box-pooled k-NN and linear, as ``vit-perception probe``).
+``--arch cnn`` trains a small convolutional network in place of the config's backbone: the
+ViT configs' ``cnn`` stem alone, without the transformer, a reference for what a network with
+a convolution's locality and translation equivariance learns in the same minutes at the same
+stride of 16 pixels. It is not a package backbone, so instead of a ``backbone.pt`` the script
+probes it itself on each ``--probe`` bag with the probe's own functions (box-pooled k-NN and
+linear, as ``vit-perception probe``).
 """
 
 from __future__ import annotations
@@ -50,40 +51,24 @@ def cell_targets(boxes, labels, grid, cell, background: int, min_cover: float):
 
 
 def small_cnn(width: int = 192):
-    """A ResNet-like network of stride 16 (four stride-2 stages of two 3x3 convolutions, then
-    two dilated 3x3 residual convolutions for a receptive field of about 100 pixels) returning
-    what the probe reads: ``features [B, width, H/16, W/16]``, ``embedding`` (their mean),
-    ``attention`` (uniform: a CNN has none) and ``padded_size``."""
+    """The ``cnn`` stem of the ViT configs (``models.vit.CNNStem``: per halving two 3x3
+    convolutions, then two dilated 3x3 residual ones; stride 16) on its own, without ``proj``
+    and the transformer, returning what the probe reads: ``features [B, width, H/16, W/16]``,
+    ``embedding`` (their mean), ``attention`` (uniform: a CNN has none) and ``padded_size``."""
     import torch
     from torch import nn
 
-    def conv(c_in, c_out, stride=1, dilation=1):
-        return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, dilation, dilation, bias=False),
-                             nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
-
-    class Residual(nn.Module):
-        def __init__(self, c, dilation):
-            super().__init__()
-            self.body = conv(c, c, dilation=dilation)
-
-        def forward(self, x):
-            return x + self.body(x)
+    from vit_perception.models.vit import CNNStem
 
     class SmallCNN(nn.Module):
         def __init__(self):
             super().__init__()
-            widths = [width // 8, width // 4, width // 2, width]
-            layers: list[nn.Module] = []
-            for c_in, c_out in zip([3, *widths[:-1]], widths):
-                layers += [conv(c_in, c_out, stride=2), conv(c_out, c_out)]
-            layers += [Residual(width, 2), Residual(width, 2)]
-            self.net = nn.Sequential(*layers)
+            self.net = CNNStem(16, width).stem
 
         def forward(self, x):
             h, w = x.shape[-2:]
             pad_h, pad_w = (-h) % 16, (-w) % 16
-            x = nn.functional.pad(x, (0, pad_w, 0, pad_h))
-            f = self.net(x)
+            f = self.net(nn.functional.pad(x, (0, pad_w, 0, pad_h)))
             return {"features": f, "embedding": f.mean((2, 3)),
                     "attention": torch.ones(f.shape[0], 1, *f.shape[-2:]),
                     "padded_size": (h + pad_h, w + pad_w)}

@@ -13,8 +13,8 @@ DEFAULTS: dict = {
     "model": {
         # see models/builder.py: type vit (patch_size, embed_dim, depth, num_heads, mlp_ratio,
         # num_registers, layer_scale, drop_path, stem) or swin (variant); pretrained: weights
-        # file path; stem (vit): patch (the 16x16 projection) or conv (3x3 stride-2 convolutions,
-        # Xiao et al. 2021)
+        # file path; stem (vit): patch (the 16x16 projection), conv (3x3 stride-2 convolutions,
+        # Xiao et al. 2021) or cnn (a small ResNet-like network: a hybrid ViT)
         "backbone": {"type": "vit", "pretrained": None, "drop_path": 0.0, "stem": "patch"},
         "head": {
             "hidden_dim": 256,

@@ -48,7 +48,10 @@ def vit_shape_from_weights(sd: dict[str, torch.Tensor]) -> dict:
     depth = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k)))
     convs = [k for k in sd if re.fullmatch(r"patch_embed\.stem\.\d+\.weight", k)
              and sd[k].ndim == 4]  # the conv stem: one stride-2 convolution per halving
-    patch = 2 ** len(convs) if convs else int(proj.shape[-1])
+    # the cnn stem: two convolutions per halving (Sequentials), then two residual ones
+    cnn = [k for k in sd if re.fullmatch(r"patch_embed\.stem\.\d+\.0\.weight", k)]
+    halvings = len(convs) or len(cnn) // 2
+    patch = 2 ** halvings if halvings else int(proj.shape[-1])
     section = {"type": "vit", "patch_size": patch, "embed_dim": dim,
                "depth": depth, "num_heads": max(1, dim // 64),
                "mlp_ratio": float(sd["blocks.0.mlp.fc1.weight"].shape[0]) / dim}
@@ -57,6 +60,8 @@ def vit_shape_from_weights(sd: dict[str, torch.Tensor]) -> dict:
         section["num_registers"] = int(regs.shape[1])
     if convs:
         section["stem"] = "conv"
+    elif cnn:
+        section["stem"] = "cnn"
     if "blocks.0.ls1.gamma" in sd:
         section["layer_scale"] = 1e-5
     return section

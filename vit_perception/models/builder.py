@@ -15,7 +15,7 @@ def build_backbone(backbone: dict, input_size: tuple[int, int],
     """``backbone`` is ``cfg["model"]["backbone"]``; ``input_size`` is (width, height).
 
     ``type: vit`` (patch_size, embed_dim, depth, num_heads, mlp_ratio, num_registers,
-    layer_scale, drop_path, stem: patch | conv) or ``type: swin`` (variant t/s/b, drop_path);
+    layer_scale, drop_path, stem: patch | conv | cnn) or ``type: swin`` (variant t/s/b, drop_path);
     ``pretrained`` is an optional weights file path, loaded when ``load_pretrained``.
     """
     kind = backbone.get("type", "vit")

@@ -180,7 +180,49 @@ class ConvStem(nn.Module):
         return self.proj(self.stem(x)).flatten(2).transpose(1, 2)
 
 
-STEMS = {"patch": PatchEmbed, "conv": ConvStem}
+class _Residual(nn.Module):
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+def _conv_bn_relu(c_in: int, c_out: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride, dilation, dilation, bias=False),
+        nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class CNNStem(nn.Module):
+    """A small ResNet-like network as the stem (the hybrid of the ViT paper, in miniature): per
+    halving two 3x3 convolutions (the first of stride 2) with BatchNorm and ReLU, channels as in
+    ``ConvStem``; then two dilated (2) 3x3 residual convolutions at the patch stride, for a
+    receptive field of about 100 pixels at ``patch_size`` 16; then ``proj`` (1x1) to
+    ``embed_dim``. Every token then starts from local, translation-equivariant features of its
+    neighbourhood, which the transformer would otherwise have to learn from data. Same output as
+    ``PatchEmbed``."""
+
+    def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3):
+        super().__init__()
+        n = patch_size.bit_length() - 1
+        if patch_size < 2 or 1 << n != patch_size:
+            raise ValueError(f"stem: cnn needs a power-of-two patch_size, got {patch_size}")
+        widths = [max(16, embed_dim >> (n - 1 - i)) for i in range(n)]
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip([in_chans, *widths[:-1]], widths):
+            layers += [_conv_bn_relu(c_in, c_out, stride=2), _conv_bn_relu(c_out, c_out)]
+        layers += [_Residual(_conv_bn_relu(widths[-1], widths[-1], dilation=2))
+                   for _ in range(2)]
+        self.stem = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(widths[-1], embed_dim, kernel_size=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(self.stem(x)).flatten(2).transpose(1, 2)
+
+
+STEMS = {"patch": PatchEmbed, "conv": ConvStem, "cnn": CNNStem}
 
 
 class ViTBackbone(nn.Module):
