@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from script_loader import load_script
 
 from vit_perception.data.synth import write_synthetic_bag
@@ -45,6 +46,11 @@ def test_a_short_run_writes_a_backbone_probe_reads(tmp_path, capsys):
     assert cfg["model"]["backbone_only"] and (cfg["input"]["width"], cfg["input"]["height"]) \
         == (96, 64)
     assert sum(p.numel() for p in backbone.parameters()) > 0
+    curves = load_script("dense_bound_curves")  # several runs' curves in one PNG
+    png = tmp_path / "fig" / "bounds.png"
+    assert curves.main([str(png), f"vit={out}", f"again={out}"]) == 0 and png.stat().st_size
+    with pytest.raises(SystemExit, match="nope/log.jsonl: not found"):
+        curves.main([str(png), f"x={tmp_path / 'nope'}"])
 
 
 def test_the_cnn_reference_has_stride_16_and_is_probed_here(tmp_path, capsys):
