@@ -156,6 +156,15 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
+def _halving_widths(stem: str, patch_size: int, embed_dim: int) -> list[int]:
+    """Channels after each of a convolutional stem's log2(``patch_size``) halvings, doubling up
+    to ``embed_dim`` (at least 16)."""
+    n = patch_size.bit_length() - 1
+    if patch_size < 2 or 1 << n != patch_size:
+        raise ValueError(f"stem: {stem} needs a power-of-two patch_size, got {patch_size}")
+    return [max(16, embed_dim >> (n - 1 - i)) for i in range(n)]
+
+
 class ConvStem(nn.Module):
     """The convolutional stem of "Early convolutions help transformers see better" (Xiao et al.,
     2021) in place of the patch projection: log2(p) 3x3 stride-2 convolutions with BatchNorm and
@@ -165,10 +174,7 @@ class ConvStem(nn.Module):
 
     def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3):
         super().__init__()
-        n = patch_size.bit_length() - 1
-        if patch_size < 2 or 1 << n != patch_size:
-            raise ValueError(f"stem: conv needs a power-of-two patch_size, got {patch_size}")
-        widths = [max(16, embed_dim >> (n - 1 - i)) for i in range(n)]
+        widths = _halving_widths("conv", patch_size, embed_dim)
         layers: list[nn.Module] = []
         for c_in, c_out in zip([in_chans, *widths[:-1]], widths):
             layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
@@ -206,10 +212,7 @@ class CNNStem(nn.Module):
 
     def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3):
         super().__init__()
-        n = patch_size.bit_length() - 1
-        if patch_size < 2 or 1 << n != patch_size:
-            raise ValueError(f"stem: cnn needs a power-of-two patch_size, got {patch_size}")
-        widths = [max(16, embed_dim >> (n - 1 - i)) for i in range(n)]
+        widths = _halving_widths("cnn", patch_size, embed_dim)
         layers: list[nn.Module] = []
         for c_in, c_out in zip([in_chans, *widths[:-1]], widths):
             layers += [_conv_bn_relu(c_in, c_out, stride=2), _conv_bn_relu(c_out, c_out)]
