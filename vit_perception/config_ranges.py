@@ -86,7 +86,7 @@ RANGES: dict[str, dict[str, Any]] = {
         "dino_weight": NON_NEGATIVE, "lora_rank": COUNT0,
         "lora_alpha": POSITIVE, "unfreeze_blocks": COUNT0,
         "collapse_entropy_low": FRACTION, "collapse_entropy_high": FRACTION,
-        "collapse_kl": NON_NEGATIVE, "collapse_patience": COUNT0,
+        "collapse_kl": NON_NEGATIVE, "collapse_patience": COUNT0, "collapse_share": FRACTION,
         "collapse_after_steps": COUNT0, "eval_every": COUNT, "checkpoint_every_s": NON_NEGATIVE,
         "checkpoint_every_steps": COUNT0, "cache_max_mb": NON_NEGATIVE, "threads": COUNT0,
         "log_every_steps": COUNT,

@@ -153,7 +153,8 @@ class PretrainTrainer(RunTrainer):
             patience = 0
         self.monitor = CollapseMonitor(
             float(o["collapse_entropy_low"]), float(o["collapse_entropy_high"]),
-            float(o["collapse_kl"]), patience, int(o["collapse_after_steps"]))
+            float(o["collapse_kl"]), patience, int(o["collapse_after_steps"]),
+            float(o["collapse_share"]))
         decay, no_decay = [], []
         for name, p in self.student.named_parameters():
             if p.requires_grad:

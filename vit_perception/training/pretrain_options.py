@@ -122,11 +122,13 @@ PRETRAIN_DEFAULTS: dict = {
     "unfreeze_blocks": 0,
     # collapse detection: stop when the teacher's entropy stays below collapse_entropy_low
     # (one prototype) or above collapse_entropy_high (uniform; fractions of log K) with the
-    # student-teacher KL under collapse_kl for collapse_patience consecutive steps
+    # student-teacher KL under collapse_kl in at least collapse_share of the last
+    # collapse_patience steps (a collapsed run's KL still spikes now and then; 1 = every step)
     "collapse_entropy_low": 0.05,
     "collapse_entropy_high": 0.98,
     "collapse_kl": 1.0e-3,
     "collapse_patience": 50,  # 0 = never stop
+    "collapse_share": 0.9,
     "collapse_after_steps": 0,  # no detection before this step (0: from the start)
     "eval_every": 1,  # epochs between epoch rows / curves / backbone.pt (no validation set)
     "checkpoint_every_s": 120.0,
