@@ -205,7 +205,7 @@ class CNNStem(nn.Module):
     """A small ResNet-like network as the stem (the hybrid of the ViT paper, in miniature): per
     halving two 3x3 convolutions (the first of stride 2) with BatchNorm and ReLU, channels as in
     ``ConvStem``; then two dilated (2) 3x3 residual convolutions at the patch stride, for a
-    receptive field of about 100 pixels at ``patch_size`` 16; then ``proj`` (1x1) to
+    receptive field of 219 pixels at ``patch_size`` 16; then ``proj`` (1x1) to
     ``embed_dim``. Every token then starts from local, translation-equivariant features of its
     neighbourhood, which the transformer would otherwise have to learn from data. Same output as
     ``PatchEmbed``."""
