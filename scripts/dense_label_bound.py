@@ -141,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     from vit_perception.models.preprocess import preprocess
 
     bag = Path(args.bag)
+    if args.arch == "cnn" and args.init:
+        print("dense_label_bound: error: --init names a backbone to start from; --arch cnn "
+              "always starts from its own random weights", file=sys.stderr)
+        return 2
     try:
         size = None
         if args.input_size:

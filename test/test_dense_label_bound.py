@@ -72,6 +72,14 @@ def test_the_cnn_reference_has_stride_16_and_is_probed_here(tmp_path, capsys):
     assert not (run / "backbone.pt").exists() and "backbone" not in final
 
 
+def test_init_with_the_cnn_reference_is_refused_in_one_line(tmp_path, capsys):
+    rc = _script().main([str(tmp_path / "bag"), "--out", str(tmp_path / "o"), "--arch", "cnn",
+                         "--init", "vit_tiny_detr"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--init" in err and "--arch cnn" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_missing_bag_is_one_line(tmp_path, capsys):
     rc = _script().main([str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
