@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from vit_perception.dino.head import DINOHead
 
@@ -146,18 +147,33 @@ class Teacher(nn.Module):
     """A frozen copy of the student network, updated as an exponential moving average.
 
     ``update(student, momentum)``: every floating-point parameter and buffer becomes
-    ``momentum * teacher + (1 - momentum) * student``; integer buffers are copied.
+    ``momentum * teacher + (1 - momentum) * student``; integer buffers are copied. BatchNorm
+    layers (the conv and cnn stems') are the exception, as in DINO's own teacher: they normalise
+    with the teacher's batch statistics and keep running statistics of the teacher's own
+    batches, which the EMA leaves alone. In eval mode with statistics averaged from the
+    student, the teacher's first steps normalise with the initial mean 0 and variance 1: a cnn
+    stem's tokens are then the same for every frame (cosine 1.000 between frames), the centred
+    targets are uniform and the student learns to copy a constant (docs/RESULTS.md, issue 12,
+    eighteenth look). Everything else (dropout, stochastic depth) stays in eval mode.
     """
 
     def __init__(self, student: nn.Module):
         super().__init__()
         import copy
 
-        self.module = copy.deepcopy(student).requires_grad_(False).eval()
+        self.module = copy.deepcopy(student).requires_grad_(False)
+        norms = [(name, m) for name, m in self.module.named_modules()
+                 if isinstance(m, _BatchNorm)]
+        self._norms = [m for _, m in norms]
+        self._own_buffers = {f"{name}.{b}" if name else b for name, m in norms
+                             for b, _ in m.named_buffers(recurse=False)}
+        self.train()
 
     def train(self, mode: bool = True) -> Teacher:
-        """Always in eval mode (no stochastic depth or dropout in the targets)."""
+        """Always in eval mode, BatchNorm layers excepted (batch statistics, see above)."""
         self.module.eval()
+        for m in self._norms:
+            m.train()
         return self
 
     @torch.no_grad()
@@ -165,6 +181,8 @@ class Teacher(nn.Module):
         student = getattr(student, "module", student)  # DDP wrapper
         own = self.module.state_dict()
         for name, value in student.state_dict().items():
+            if name in self._own_buffers:
+                continue
             target = own[name]
             if target.dtype.is_floating_point:
                 target.mul_(momentum).add_(value.detach().to(target.dtype), alpha=1.0 - momentum)
@@ -172,4 +190,5 @@ class Teacher(nn.Module):
                 target.copy_(value)
 
     def forward(self, *args, **kwargs):
+        self.train()  # the attention-map pass switches the backbone to eval mode
         return self.module(*args, **kwargs)
