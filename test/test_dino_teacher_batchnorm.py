@@ -60,7 +60,7 @@ def test_ema_moves_parameters_and_leaves_the_teachers_own_statistics(stem):
     with torch.no_grad():
         for p in student.parameters():
             p.add_(torch.randn_like(p))
-        student(_frames()[None].unbind(0))  # and the student's its own
+        student([_frames()])  # and the student's its own
     teacher.update(student, 0.75)
     after, new = teacher.module.state_dict(), student.state_dict()
     stats = [k for k in before if k.endswith(("running_mean", "running_var"))]
