@@ -15,7 +15,7 @@ from vit_perception.training.augment import Augment
 from vit_perception.training.dataset import DetectionDataset, Sample, to_model_input
 from vit_perception.training.ema import ModelEMA
 from vit_perception.training.lora import LoRALinear, apply_lora, merge_lora
-from vit_perception.training.optim import param_groups
+from vit_perception.training.optim import build_optimizer, param_groups
 from vit_perception.training.sampler import ResumableSampler, repeat_factors
 from vit_perception.training.schedule import lr_factor
 from vit_perception.training.state import rng_state, set_rng_state
@@ -156,6 +156,27 @@ def test_param_groups_split_backbone_and_decay():
     assert groups["backbone"]["lr"] == pytest.approx(1e-4)
     assert groups["backbone_no_decay"]["weight_decay"] == 0.0
     assert groups["head"]["lr"] == pytest.approx(1e-3) and groups["head"]["weight_decay"] == 0.05
+
+
+def test_pretrained_backbone_gets_a_tenth_of_the_lr_and_the_log_says_so(caplog):
+    model = nn.Module()
+    model.backbone = nn.Linear(4, 4)
+    model.head = nn.Linear(4, 2)
+    opts = {"lr": 1e-3, "weight_decay": 0.05, "betas": (0.9, 0.999), "backbone_lr_mult": None}
+
+    def backbone_lr(**kwargs) -> float:
+        opt = build_optimizer(model, dict(opts, **kwargs.pop("opts", {})), **kwargs)
+        return next(g["lr"] for g in opt.param_groups if g["name"] == "backbone")
+
+    with caplog.at_level("INFO", logger="vit_perception.training.optim"):
+        assert backbone_lr() == pytest.approx(1e-3)
+        assert "backbone learning rate" not in caplog.text
+        assert backbone_lr(pretrained=True) == pytest.approx(1e-4)
+        assert "backbone_lr_mult=1.0" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="vit_perception.training.optim"):
+        assert backbone_lr(pretrained=True, opts={"backbone_lr_mult": 1.0}) == pytest.approx(1e-3)
+        assert "backbone learning rate" not in caplog.text
 
 
 def test_rng_state_round_trip_loads_weights_only(tmp_path):

@@ -3,8 +3,12 @@ mixed precision settings (CUDA only)."""
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 NO_DECAY_NAMES = ("pos_embed", "cls_token", "register_tokens", "query_content", "query_ref",
                   "relative_position_bias_table", "lora_")
@@ -42,6 +46,9 @@ def build_optimizer(model: nn.Module, opts: dict, pretrained: bool = False
     """AdamW over ``param_groups``; ``backbone_lr_mult: None`` means 0.1 for a ``pretrained``
     backbone and 1.0 for a random one."""
     mult = opts.get("backbone_lr_mult")
+    if mult is None and pretrained:
+        log.info("backbone learning rate 0.1x the head's (pretrained weights; "
+                 "--set train.backbone_lr_mult=1.0 trains it at the full rate)")
     mult = (0.1 if pretrained else 1.0) if mult is None else float(mult)
     groups = param_groups(model, float(opts["lr"]), mult, float(opts["weight_decay"]))
     return torch.optim.AdamW(groups, lr=float(opts["lr"]), betas=tuple(opts["betas"]))
