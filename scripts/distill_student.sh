@@ -5,7 +5,7 @@
 # Usage (from the repository root, after `source env.sh`):
 #   scripts/distill_student.sh CORE NAME SEED train|distill|distill-labels [--set KEY=VALUE ...]
 # Environment: OUT (runs/d2: bags in OUT/bags as `synth` wrote them, the run in OUT/NAME, the
-# evals in OUT/eval), MIN (20), TEACHER (OUT/teacherA/best.pt), TEST (test600), UNLABELLED (the
+# evals in OUT/eval), STUDENT (the student's config, vit_nano_detr), MIN (20), TEACHER (OUT/teacherA/best.pt), TEST (test600), UNLABELLED (the
 # unlabelled bags' names under OUT/bags, space-separated; default: unlabelled), DEVICE (passed as
 # --device to every command; unset: train and distill pick CUDA when present, eval the CPU).
 # CORE `-` runs unpinned, with torch's own thread count (on a GPU machine).
@@ -26,10 +26,10 @@ S=(--set input.width=224 --set input.height=160 --set model.head.enc_layers=0
 pin=(env OMP_NUM_THREADS=1 taskset -c "$core")
 [[ "$core" == - ]] && pin=(env)
 [[ -n "${DEVICE:-}" ]] && S+=(--device "$DEVICE")
-KD=(--teacher "${TEACHER:-$OUT/teacherA/best.pt}" --student-config vit_nano_detr
+KD=(--teacher "${TEACHER:-$OUT/teacherA/best.pt}" --student-config "${STUDENT:-vit_nano_detr}"
     --set distill.teacher_cache=true --set distill.loss_feat_cos=0 --set distill.loss_feat_l1=0)
 case $kind in
-  train) "${pin[@]}" vit-perception train --config vit_nano_detr "${S[@]}" "$@" ;;
+  train) "${pin[@]}" vit-perception train --config "${STUDENT:-vit_nano_detr}" "${S[@]}" "$@" ;;
   distill-labels) "${pin[@]}" vit-perception distill "${KD[@]}" "${S[@]}" \
       --set distill.kd_labelled=true "$@" ;;
   *) read -ra U <<< "${UNLABELLED:-unlabelled}"
