@@ -5,8 +5,9 @@
 # Usage (from the repository root, after `source env.sh`):
 #   scripts/distill_student.sh CORE NAME SEED train|distill|distill-labels [--set KEY=VALUE ...]
 # Environment: OUT (runs/d2: bags in OUT/bags as `synth` wrote them, the run in OUT/NAME, the
-# evals in OUT/eval), STUDENT (the student's config, vit_nano_detr), MIN (20), TEACHER (OUT/teacherA/best.pt), TEST (test600), UNLABELLED (the
-# unlabelled bags' names under OUT/bags, space-separated; default: unlabelled), DEVICE (passed as
+# evals in OUT/eval), STUDENT (the student's config: vit_nano_detr), MIN (20), TEACHER
+# (OUT/teacherA/best.pt), TEST (test600), UNLABELLED (the unlabelled bags' names under OUT/bags,
+# space-separated; default: unlabelled), DEVICE (passed as
 # --device to every command; unset: train and distill pick CUDA when present, eval the CPU).
 # CORE `-` runs unpinned, with torch's own thread count (on a GPU machine).
 # `distill` is the cached mode with teacher targets on the unlabelled bag only
